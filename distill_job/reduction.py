@@ -1,0 +1,37 @@
+"""PCA and token weighting: turn raw teacher outputs into the static table.
+
+PCA (fitted on all token vectors, centred) keeps the ``pca_dims`` directions of most
+variance, ordered by it, which is what lets the service truncate to fewer dimensions.
+
+Token weighting follows SIF (Arora et al., 2017): a token of probability ``p`` is scaled
+by ``a / (a + p)``, so frequent tokens count less in a text's mean. Without a corpus,
+``p`` is estimated from the token's rank with Zipf's law, ``p(r) ∝ 1 / (r + 1)`` for the
+token with the r-th smallest id (1-based), the ids of WordPiece and BPE vocabularies
+being roughly in order of frequency; this is model2vec's estimate too.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+DEFAULT_SIF_COEFFICIENT = 1e-4
+
+
+def fit_pca(vectors: np.ndarray, dims: int) -> np.ndarray:
+    """Project onto the top ``dims`` principal components (sign fixed for reproducibility)."""
+    from sklearn.decomposition import PCA
+
+    pca = PCA(n_components=dims, svd_solver="full", random_state=0)
+    projected = pca.fit_transform(vectors.astype(np.float64))
+    signs = np.sign(projected[np.abs(projected).argmax(axis=0), np.arange(dims)])
+    signs[signs == 0] = 1.0
+    return (projected * signs).astype(np.float32)
+
+
+def zipf_probabilities(n_tokens: int) -> np.ndarray:
+    inverse_rank = 1.0 / np.arange(2, n_tokens + 2, dtype=np.float64)
+    return inverse_rank / inverse_rank.sum()
+
+
+def sif_weights(probabilities: np.ndarray, coefficient: float = DEFAULT_SIF_COEFFICIENT) -> np.ndarray:
+    return (coefficient / (coefficient + probabilities)).astype(np.float32)
