@@ -65,6 +65,7 @@ class Settings:
     verify_checksum: bool = False
     cors_origins: tuple[str, ...] = ()
     log_level: str = "info"
+    access_log: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -88,4 +89,5 @@ class Settings:
             verify_checksum=_bool("EMBED_VERIFY_CHECKSUM", False),
             cors_origins=_list("EMBED_CORS_ORIGINS"),
             log_level=_env("EMBED_LOG_LEVEL", "info").lower(),
+            access_log=_bool("EMBED_ACCESS_LOG", False),
         )

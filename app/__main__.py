@@ -1,0 +1,83 @@
+"""``python -m app``: serve the model named by the EMBED_* environment variables.
+
+With ``EMBED_WORKERS`` > 1, uvicorn starts that many processes; each memory-maps the same
+table file, so the page cache holds one copy for all of them. Metrics are then kept in
+prometheus-client's multiprocess mode, in a fresh directory set up here before any
+worker imports prometheus-client, and removed on exit.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+USAGE = """usage: python -m app
+
+Serves the OpenAI-compatible embeddings API. Every setting is an environment variable
+(EMBED_MODEL_DIR, EMBED_HOST, EMBED_PORT, EMBED_WORKERS, ...); see docs/api.md, "Configuration".
+"""
+
+
+def main(argv: list[str]) -> int:
+    if argv:
+        print(USAGE, file=sys.stderr if argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv[0] in ("-h", "--help") else 2
+
+    from app.settings import Settings, SettingsError
+
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    from app.model_format import ModelFormatError, load_model
+
+    try:  # fail here with one line, not with a traceback from every worker
+        load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
+    except ModelFormatError as exc:
+        print(f"error: cannot serve the model: {exc}", file=sys.stderr)
+        return 1
+
+    owned_metrics_dir = _prepare_metrics_dir(settings.workers)
+    try:
+        import uvicorn
+
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+        )
+    finally:
+        if owned_metrics_dir is not None:
+            shutil.rmtree(owned_metrics_dir, ignore_errors=True)
+    return 0
+
+
+def _prepare_metrics_dir(workers: int) -> Path | None:
+    """Multiprocess metrics need an empty directory shared by the workers; return it if we made it."""
+    existing = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if existing:  # the operator's directory: clear stale values from an earlier run
+        directory = Path(existing)
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob("*.db"):
+            stale.unlink(missing_ok=True)
+        return None
+    if workers <= 1:
+        return None
+    directory = Path(tempfile.mkdtemp(prefix="static-embed-metrics-"))
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+    return directory
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
