@@ -78,3 +78,15 @@ def tiny_model_dir(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFact
 def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real default teacher (all-MiniLM-L6-v2), distilled once per test run (~10 s)."""
     return _distill(None, tmp_path_factory.mktemp("default") / "model")
+
+
+@pytest.fixture(scope="session")
+def model2vec_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """model2vec 0.10's own distill of the default teacher, saved by model2vec (~10 s)."""
+    from model2vec.distill import distill
+
+    from distill_job.teacher import default_teacher_path
+
+    output = tmp_path_factory.mktemp("model2vec") / "model"
+    distill(str(default_teacher_path()), pca_dims=256).save_pretrained(output)
+    return output
