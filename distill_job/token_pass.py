@@ -62,9 +62,19 @@ def embed_tokens(
 
 
 def special_frame(tokenizer: object, probe: str = "hello") -> tuple[list[int], list[int]]:
-    """The special ids the teacher's tokenizer puts before and after a text's own ids."""
-    bare = tokenizer.encode(probe, add_special_tokens=False).ids
-    framed = tokenizer.encode(probe, add_special_tokens=True).ids
+    """The special ids the teacher's tokenizer puts before and after a text's own ids.
+
+    Padding and truncation are switched off on a copy first: a tokenizer saved with fixed
+    padding (all-MiniLM-L6-v2 pads to 128) would otherwise hide the frame behind pad ids,
+    and every token would be embedded without ``[CLS]``/``[SEP]``.
+    """
+    from tokenizers import Tokenizer
+
+    probe_tokenizer = Tokenizer.from_str(tokenizer.to_str())
+    probe_tokenizer.no_padding()
+    probe_tokenizer.no_truncation()
+    bare = probe_tokenizer.encode(probe, add_special_tokens=False).ids
+    framed = probe_tokenizer.encode(probe, add_special_tokens=True).ids
     for start in range(len(framed) - len(bare) + 1):
         if framed[start : start + len(bare)] == bare:
             return framed[:start], framed[start + len(bare) :]
