@@ -1,0 +1,246 @@
+"""The bulk job on one machine: a reader thread, encoder threads, part files, a manifest.
+
+One thread parses the input into chunks; ``threads`` encoder threads each take a whole
+chunk, embed it in batches of ``batch_size`` and write its part file. The tokenizer runs
+in Rust threads and numpy's gathers and sums release the GIL, so two encoder threads
+keep every core busy: while one tokenizes, the other pools. A bounded queue between
+reader and encoders keeps at most ``2 * threads + 1`` chunks in memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from app.bulk.manifest import FinishedChunk, Manifest
+from app.bulk.options import BulkError, BulkOptions
+from app.bulk.progress import ProgressLine
+from app.bulk.readers import Chunk, input_extent, read_chunks
+from app.bulk.writers import PartWriter, make_writer, part_name
+from app.encoder import Encoder
+from app.model_format import ModelFormatError, StaticModel, load_model
+
+BAD_ROWS_FILE = "_bad_rows.jsonl"
+_DONE = object()
+
+
+@dataclass
+class BulkSummary:
+    rows: int  # rows embedded in the whole output (this run and earlier ones)
+    bad_rows: int
+    chunks: int
+    chunks_this_run: int
+    seconds: float
+    outputs: list[Path] = field(default_factory=list)
+    bad_rows_report: Path | None = None
+    already_complete: bool = False
+
+
+def load_encoder(options: BulkOptions) -> tuple[Encoder, int]:
+    """The encoder and the output width, or a BulkError naming what is wrong."""
+    try:
+        model = load_model(options.model_dir)
+    except ModelFormatError as exc:
+        raise BulkError(str(exc)) from None
+    encoder = Encoder(model)
+    width = options.dimensions or encoder.dimensions
+    if not 1 <= width <= encoder.dimensions:
+        raise BulkError(f"--dimensions must be between 1 and {encoder.dimensions} for this model, got {width}")
+    return encoder, width
+
+
+def describe_run(options: BulkOptions, model: StaticModel, width: int) -> dict[str, Any]:
+    """What makes two runs' outputs interchangeable; a resume must match it exactly."""
+    source = options.input.stat()
+    table = model.path / "model.safetensors"
+    table_stat = table.stat()
+    return {
+        "input": str(options.input.resolve()),
+        "input_size": source.st_size,
+        "input_mtime_ns": source.st_mtime_ns,
+        "input_format": options.input_format,
+        "id_field": options.id_field,
+        "text_field": options.text_field,
+        "delimiter": options.delimiter,
+        "model": str(model.path.resolve()),
+        "model_table": model.metadata.get("table_sha256") or f"{table_stat.st_size}:{table_stat.st_mtime_ns}",
+        "dimensions": width,
+        "dtype": options.dtype,
+        "chunk_size": options.chunk_size,
+        "output_format": options.output_format,
+    }
+
+
+def run_local(options: BulkOptions, writer: PartWriter | None = None) -> BulkSummary:
+    """Embed ``options.input`` into ``options.output``, resuming a previous partial run there."""
+    started = time.perf_counter()
+    if not options.input.is_file():
+        raise BulkError(f"input {options.input} does not exist or is not a file")
+    encoder, width = load_encoder(options)
+    writer = writer or make_writer(options.output_format, options.output)
+    manifest = Manifest.open(options.output, describe_run(options, encoder.model, width), options.overwrite)
+    if manifest.done is not None:
+        return _summary(manifest, 0, started, [], already_complete=True)
+
+    first_index, start = manifest.resume_point()
+    done_before = sum(chunk.end.offset - chunk.start.offset for chunk in manifest.finished.values())
+    progress = ProgressLine(input_extent(options), done_before, enabled=options.progress)
+    pipeline = _Pipeline(options, encoder, width, writer, manifest, progress)
+    pipeline.run(first_index, start)
+    progress.close()
+
+    indexes = sorted(manifest.finished)
+    outputs = writer.finish(indexes, width, options.dtype)
+    chunk_reports = _merge_bad_row_reports(options.output, indexes)
+    summary = _summary(manifest, pipeline.chunks_this_run, started, outputs)
+    manifest.mark_done({"rows": summary.rows, "bad_rows": summary.bad_rows, "chunks": summary.chunks})
+    writer.remove_parts(indexes)
+    for path in chunk_reports:
+        path.unlink()
+    return summary
+
+
+def _summary(
+    manifest: Manifest, chunks_this_run: int, started: float, outputs: list[Path], already_complete: bool = False
+) -> BulkSummary:
+    finished = manifest.finished.values()
+    report = manifest.path.parent / BAD_ROWS_FILE
+    return BulkSummary(
+        rows=sum(chunk.rows for chunk in finished),
+        bad_rows=sum(chunk.bad_rows for chunk in finished),
+        chunks=len(manifest.finished),
+        chunks_this_run=chunks_this_run,
+        seconds=time.perf_counter() - started,
+        outputs=outputs,
+        bad_rows_report=report if report.is_file() else None,
+        already_complete=already_complete,
+    )
+
+
+class _Pipeline:
+    def __init__(
+        self,
+        options: BulkOptions,
+        encoder: Encoder,
+        width: int,
+        writer: PartWriter,
+        manifest: Manifest,
+        progress: ProgressLine,
+    ) -> None:
+        self.options = options
+        self.encoder = encoder
+        self.width = width
+        self.writer = writer
+        self.manifest = manifest
+        self.progress = progress
+        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=options.threads)
+        self.stop = threading.Event()
+        self.failure: BaseException | None = None
+        self.chunks_this_run = 0
+        self._record_lock = threading.Lock()
+
+    def run(self, first_index: int, start: Any) -> None:
+        threads = [threading.Thread(target=self._guard, args=(self._read, first_index, start), daemon=True)]
+        threads += [
+            threading.Thread(target=self._guard, args=(self._encode,), daemon=True) for _ in range(self.options.threads)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(timeout=0.2)
+        except KeyboardInterrupt:
+            self.stop.set()
+            raise
+        if self.failure is not None:
+            raise self.failure
+
+    def _guard(self, target: Any, *args: Any) -> None:
+        try:
+            target(*args)
+        except BaseException as exc:
+            if self.failure is None:
+                self.failure = exc
+            self.stop.set()
+
+    def _put(self, item: Any) -> bool:
+        while not self.stop.is_set():
+            try:
+                self.chunks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self, first_index: int, start: Any) -> None:
+        try:
+            for chunk in read_chunks(self.options, start, first_index):
+                if chunk.bad_rows and not self.options.skip_bad_rows:
+                    bad = chunk.bad_rows[0]
+                    raise BulkError(
+                        f"{self.options.input} {bad.where}: {bad.error}; fix it, or pass --skip-bad-rows "
+                        "to skip such rows and list them in a report"
+                    )
+                if chunk.index in self.manifest.finished:
+                    continue  # finished by an earlier run that stopped while later chunks were in flight
+                if not self._put(chunk):
+                    return
+        finally:
+            for _ in range(self.options.threads):
+                self._put(_DONE)
+
+    def _encode(self) -> None:
+        while not self.stop.is_set():
+            try:
+                chunk = self.chunks.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if chunk is _DONE:
+                return
+            self._process(chunk)
+
+    def _process(self, chunk: Chunk) -> None:
+        size = self.options.batch_size
+        vectors = np.empty((len(chunk.texts), self.width), dtype=self.options.dtype)
+        for first in range(0, len(chunk.texts), size):
+            batch = chunk.texts[first : first + size]
+            vectors[first : first + len(batch)] = self.encoder.encode(batch, self.width)
+            if self.stop.is_set():
+                return
+        self.writer.write_part(chunk.index, chunk.ids, vectors)
+        if chunk.bad_rows:
+            _write_bad_rows(self.options.output / f"_bad_rows.{part_name(chunk.index)}.jsonl", chunk)
+        finished = FinishedChunk(chunk.index, len(chunk.ids), len(chunk.bad_rows), chunk.start, chunk.end)
+        with self._record_lock:
+            self.manifest.record(finished)
+            self.chunks_this_run += 1
+        self.progress.advance(chunk.end.offset - chunk.start.offset, len(chunk.ids))
+
+
+def _write_bad_rows(path: Path, chunk: Chunk) -> None:
+    lines = [orjson.dumps({bad.unit: bad.number, "error": bad.error}) + b"\n" for bad in chunk.bad_rows]
+    path.write_bytes(b"".join(lines))
+
+
+def _merge_bad_row_reports(output: Path, indexes: list[int]) -> list[Path]:
+    """Write one report in input order from the per-chunk ones (kept with each part, so resumes keep them).
+
+    Returns the per-chunk files, to delete once the manifest says the run is done.
+    """
+    parts = [output / f"_bad_rows.{part_name(index)}.jsonl" for index in indexes]
+    parts = [part for part in parts if part.is_file()]
+    if parts:
+        temporary = output / f".{BAD_ROWS_FILE}.tmp"
+        with temporary.open("wb") as merged:
+            for part in parts:
+                merged.write(part.read_bytes())
+        temporary.replace(output / BAD_ROWS_FILE)
+    return parts

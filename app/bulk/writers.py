@@ -1,0 +1,139 @@
+"""Write vectors with their ids, one part file per chunk, then assemble the result.
+
+Each part is written to a temporary name and renamed into place, so a part file that
+exists is always complete; the manifest (``manifest.py``) records it afterwards.
+
+* Parquet: a directory of ``part-NNNNNN.parquet`` files with columns ``id`` (string) and
+  ``vector`` (fixed-size list of float32 or float16). pyarrow, pandas, DuckDB, Spark and
+  Ray read the directory as one table; they skip the ``_manifest.jsonl`` and
+  ``_bad_rows.jsonl`` files because of their leading underscore.
+* npy: parts are ``part-NNNNNN.npy`` plus ``part-NNNNNN.ids.txt`` while running; at the
+  end they are concatenated into ``vectors.npy`` (rows in input order) and ``ids.txt``
+  (one id per line, same order), and the parts are removed.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from app.bulk.options import BulkError
+
+VECTORS_FILE = "vectors.npy"
+IDS_FILE = "ids.txt"
+_COPY_ROWS = 65_536  # rows copied at a time when assembling vectors.npy (flat memory)
+
+
+class PartWriter(Protocol):
+    def write_part(self, index: int, ids: Sequence[str], vectors: np.ndarray) -> None: ...
+
+    def finish(self, indexes: Sequence[int], dimensions: int, dtype: str) -> list[Path]:
+        """Assemble the parts into the final output and return its files."""
+        ...
+
+    def remove_parts(self, indexes: Sequence[int]) -> None:
+        """Delete parts that ``finish`` has copied elsewhere (after the manifest says done)."""
+        ...
+
+
+def part_name(index: int) -> str:
+    return f"part-{index:06d}"
+
+
+def make_writer(output_format: str, output: Path) -> PartWriter:
+    if output_format == "parquet":
+        return ParquetParts(output)
+    if output_format == "npy":
+        return NpyParts(output)
+    raise BulkError(f"unknown output format {output_format!r} (use parquet or npy)")
+
+
+def vectors_table(ids: Sequence[str], vectors: np.ndarray):  # -> pyarrow.Table
+    """An Arrow table (id: string, vector: fixed-size list); also what the Ray job emits."""
+    import pyarrow as pa
+
+    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))
+    column = pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])
+    return pa.table({"id": pa.array(ids, type=pa.string()), "vector": column})
+
+
+class ParquetParts:
+    def __init__(self, output: Path) -> None:
+        try:
+            import pyarrow.parquet
+        except ImportError:
+            raise BulkError(
+                "Parquet output needs pyarrow: pip install 'static-embed[parquet]', or pass --output-format npy"
+            ) from None
+        self._parquet = pyarrow.parquet
+        self.output = output
+
+    def write_part(self, index: int, ids: Sequence[str], vectors: np.ndarray) -> None:
+        final = self.output / f"{part_name(index)}.parquet"
+        temporary = final.with_name(f".{final.name}.tmp")
+        self._parquet.write_table(vectors_table(ids, vectors), temporary)
+        os.replace(temporary, final)
+
+    def finish(self, indexes: Sequence[int], dimensions: int, dtype: str) -> list[Path]:
+        if not indexes:  # an input without rows still yields a readable table with the right schema
+            self.write_part(0, [], np.zeros((0, dimensions), dtype=dtype))
+            indexes = [0]
+        return [self.output / f"{part_name(index)}.parquet" for index in indexes]
+
+    def remove_parts(self, indexes: Sequence[int]) -> None:
+        """The parts are the output: nothing to remove."""
+
+
+class NpyParts:
+    def __init__(self, output: Path) -> None:
+        self.output = output
+
+    def write_part(self, index: int, ids: Sequence[str], vectors: np.ndarray) -> None:
+        name = part_name(index)
+        _replace_with(self.output / f"{name}.ids.txt", "".join(f"{record_id}\n" for record_id in ids).encode())
+        temporary = self.output / f".{name}.tmp.npy"
+        np.save(temporary, vectors)
+        os.replace(temporary, self.output / f"{name}.npy")  # the vectors land last: they mark the part done
+
+    def finish(self, indexes: Sequence[int], dimensions: int, dtype: str) -> list[Path]:
+        parts = [self.output / part_name(index) for index in sorted(indexes)]
+        shapes = [np.load(f"{part}.npy", mmap_mode="r").shape[0] for part in parts]
+        vectors_tmp = self.output / f".{VECTORS_FILE}.tmp.npy"
+        ids_tmp = self.output / f".{IDS_FILE}.tmp"
+        if sum(shapes):
+            combined = np.lib.format.open_memmap(vectors_tmp, mode="w+", dtype=dtype, shape=(sum(shapes), dimensions))
+        else:  # a zero-length memory map is not possible
+            np.save(vectors_tmp, np.zeros((0, dimensions), dtype=dtype))
+            combined = np.zeros((0, dimensions), dtype=dtype)
+        row = 0
+        with ids_tmp.open("wb") as ids_out:
+            for part, rows in zip(parts, shapes, strict=True):
+                source = np.load(f"{part}.npy", mmap_mode="r")
+                for first in range(0, rows, _COPY_ROWS):
+                    block = source[first : first + _COPY_ROWS]
+                    combined[row + first : row + first + len(block)] = block
+                row += rows
+                with open(f"{part}.ids.txt", "rb") as ids_in:
+                    while block := ids_in.read(1 << 20):
+                        ids_out.write(block)
+        if isinstance(combined, np.memmap):
+            combined.flush()
+        del combined
+        os.replace(vectors_tmp, self.output / VECTORS_FILE)
+        os.replace(ids_tmp, self.output / IDS_FILE)
+        return [self.output / VECTORS_FILE, self.output / IDS_FILE]
+
+    def remove_parts(self, indexes: Sequence[int]) -> None:
+        for index in indexes:
+            for suffix in (".npy", ".ids.txt"):
+                (self.output / f"{part_name(index)}{suffix}").unlink(missing_ok=True)
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_bytes(data)
+    os.replace(temporary, path)
