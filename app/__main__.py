@@ -8,7 +8,6 @@ worker imports prometheus-client, and removed on exit.
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import sys
@@ -34,17 +33,19 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from app.lifecycle import exit_zero_on_sigterm, preflight
+    from app.log_config import configure_logging
+    from app.model_format import ModelFormatError
 
-    from app.model_format import ModelFormatError, load_model
-
+    log_config = configure_logging(settings.log_level)
     try:  # fail here with one line, not with a traceback from every worker
-        load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
+        preflight(settings)
     except ModelFormatError as exc:
         print(f"error: cannot serve the model: {exc}", file=sys.stderr)
         return 1
 
     owned_metrics_dir = _prepare_metrics_dir(settings.workers)
+    exit_zero_on_sigterm()
     try:
         import uvicorn
 
@@ -56,6 +57,7 @@ def main(argv: list[str]) -> int:
             workers=settings.workers,
             log_level=settings.log_level,
             access_log=settings.access_log,
+            log_config=log_config,
         )
     finally:
         if owned_metrics_dir is not None:

@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.auth import APIKeys
+from app.disconnects import CancelOnDisconnect
 from app.embedding_service import EmbeddingService, TokenLimits
 from app.encoder import Encoder
 from app.errors import install_error_handlers
@@ -24,6 +25,7 @@ from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.model_catalog import ModelCatalog, served_model_name
 from app.model_format import TABLE_FILE, StaticModel, load_model
 from app.openai_api import ServiceState, router
+from app.request_id import RequestIDMiddleware
 from app.settings import Settings
 
 logger = logging.getLogger("app")
@@ -81,7 +83,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(CancelOnDisconnect)
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
+    app.add_middleware(RequestIDMiddleware)  # outermost: every response and log line carries the id
 
     _self_test(encoder)
     state.ready = True

@@ -182,6 +182,12 @@ async def metrics(request: Request) -> Response:
 
 async def read_json_body(request: Request, max_bytes: int) -> object:
     """The decoded JSON body; 413 as soon as it is known to exceed ``max_bytes``."""
+    content_type = request.headers.get("content-type", JSON).partition(";")[0].strip().lower()
+    if content_type != JSON and not content_type.endswith("+json"):
+        raise invalid_request(
+            f"The body must be JSON sent with 'Content-Type: application/json', not {content_type[:100]!r}.",
+            code="unsupported_media_type",
+        )
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)
@@ -195,10 +201,15 @@ async def read_json_body(request: Request, max_bytes: int) -> object:
     raw = b"".join(chunks)
     try:
         return orjson.loads(raw)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError as exc:
+        try:
+            raw.decode("utf-8")
+            reason = f"{exc.msg} at position {exc.pos}"
+        except UnicodeDecodeError as bad:
+            reason = f"byte {bad.start} is not valid UTF-8"
         raise invalid_request(
-            "We could not parse the JSON body of your request. The body must be a JSON object; "
-            "send it with 'Content-Type: application/json'."
+            f"We could not parse the JSON body of your request ({reason}). The body must be "
+            "a JSON object in UTF-8; send it with 'Content-Type: application/json'."
         ) from None
 
 
