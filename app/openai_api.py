@@ -13,7 +13,7 @@ from typing import Literal
 import orjson
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from app.auth import APIKeys
 from app.embedding_request import parse_embedding_request
@@ -174,7 +174,7 @@ async def ready(request: Request) -> Response:
     return _json({"status": "not ready"}, status_code=503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)
 async def metrics(request: Request) -> Response:
     content, content_type = _state(request).metrics.exposition()
     return Response(content, media_type=content_type)
