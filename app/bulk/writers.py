@@ -75,7 +75,8 @@ class ParquetParts:
     def write_part(self, index: int, ids: Sequence[str], vectors: np.ndarray) -> None:
         final = self.output / f"{part_name(index)}.parquet"
         temporary = final.with_name(f".{final.name}.tmp")
-        self._parquet.write_table(vectors_table(ids, vectors), temporary)
+        # Unit vectors are nearly random floats: dictionaries and min/max statistics only cost time.
+        self._parquet.write_table(vectors_table(ids, vectors), temporary, use_dictionary=False, write_statistics=False)
         os.replace(temporary, final)
 
     def finish(self, indexes: Sequence[int], dimensions: int, dtype: str) -> list[Path]:
