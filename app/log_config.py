@@ -7,13 +7,18 @@ which adds the request id (``-`` for lines outside a request) through ``RequestI
 
 from __future__ import annotations
 
+import logging
 import logging.config
 from typing import Any
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s"
 
 
+TRACE = 5  # uvicorn's level below DEBUG, registered here because dictConfig runs before uvicorn is imported
+
+
 def log_config(level: str) -> dict[str, Any]:
+    logging.addLevelName(TRACE, "TRACE")
     level = level.upper()
     return {
         "version": 1,

@@ -68,6 +68,7 @@ class RequestIDMiddleware:
                 message["headers"] = [*headers, (b"x-request-id", encoded)]
             await send(message)
 
+        logger.debug("request started: %s %s", scope.get("method", ""), scope.get("path", ""))
         try:
             await self.app(scope, receive, send_with_id)
         except Exception:

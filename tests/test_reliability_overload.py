@@ -1,0 +1,155 @@
+"""Overload: past the queue bound, excess requests get 429 with Retry-After at once; memory stays
+bounded; every accepted request completes with its own vectors. Also a seconds-long smoke run of
+``loadtests/soak.py`` (the real soak runs for minutes, outside CI; see docs/reliability.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from app.encoder import Encoder
+from app.model_format import load_model
+from tests.api_server import ROOT, ServerProcess
+from tests.conftest import sts_sentences
+from tests.reliability_server import assert_error_envelope, assert_still_serving, start
+
+QUEUE_BOUND = 64
+REQUEST_INPUTS = 64
+CONCURRENT = 48
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def queue_depth(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("embedding_queue_inputs "):
+            return float(line.split()[1])
+    raise AssertionError("no embedding_queue_inputs gauge")
+
+
+@pytest.fixture(scope="module")
+def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    running = start(
+        default_model_dir,
+        tmp_path_factory.mktemp("overload") / "server.log",
+        max_queue_inputs=str(QUEUE_BOUND),
+        max_batch_inputs=str(REQUEST_INPUTS),
+    )
+    yield running
+    running.stop()
+
+
+@pytest.fixture(scope="module")
+def encoder(default_model_dir: Path) -> Encoder:
+    return Encoder(load_model(default_model_dir))
+
+
+def _requests() -> list[list[str]]:
+    """CONCURRENT distinct requests of REQUEST_INPUTS real sentences each (long enough to keep the encoder busy)."""
+    sentences = sts_sentences(1000)
+    long_texts = [" ".join(sentences[i : i + 12]) for i in range(len(sentences) - 12)]
+    return [
+        [long_texts[(r * 7 + i) % len(long_texts)] + f" request {r}" for i in range(REQUEST_INPUTS)]
+        for r in range(CONCURRENT)
+    ]
+
+
+async def _burst(url: str, batches: list[list[str]]) -> list[tuple[int, float, httpx.Response]]:
+    limits = httpx.Limits(max_connections=len(batches), max_keepalive_connections=len(batches))
+    async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
+        # Open every connection first so the burst arrives together.
+        await asyncio.gather(*(client.get("/health") for _ in batches))
+
+        async def one(index: int, texts: list[str]) -> tuple[int, float, httpx.Response]:
+            started = time.perf_counter()
+            response = await client.post(
+                "/v1/embeddings", json={"input": texts, "model": "m", "encoding_format": "base64"}
+            )
+            return index, time.perf_counter() - started, response
+
+        return await asyncio.gather(*(one(i, texts) for i, texts in enumerate(batches)))
+
+
+def test_a_burst_past_the_queue_bound_is_refused_at_once_and_the_rest_complete(
+    server: ServerProcess, encoder: Encoder
+) -> None:
+    batches = _requests()
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        assert_still_serving(client)  # warm up
+        rss_before = rss_bytes(server.process.pid)
+        results = []
+        for _ in range(3):  # several bursts: memory must not grow with each
+            results += asyncio.run(_burst(server.url, batches))
+        rss_after = rss_bytes(server.process.pid)
+
+        accepted = [(i, seconds, r) for i, seconds, r in results if r.status_code == 200]
+        refused = [(i, seconds, r) for i, seconds, r in results if r.status_code != 200]
+        assert accepted and refused, [r.status_code for _, _, r in results]
+        for _, _, response in refused:
+            error = assert_error_envelope(response, (429, 503))
+            assert error["code"] == "queue_full"
+            assert int(response.headers["Retry-After"]) >= 1
+        # "At once": a refusal does not wait for the encoder, an accepted request does.
+        assert np.median([s for _, s, _ in refused]) < np.median([s for _, s, _ in accepted])
+        # Every accepted request completed with its own inputs' vectors.
+        for index, _, response in accepted:
+            data = response.json()["data"]
+            got = np.array([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in data])
+            np.testing.assert_allclose(got, encoder.encode(batches[index]), rtol=0, atol=1e-6)
+        # Memory bounded: three bursts of refused and accepted work leave the process about where it was.
+        assert rss_after < rss_before * 1.25 + 16 * 2**20, (rss_before, rss_after)
+        # The queue drained, and the server serves normally again.
+        deadline = time.monotonic() + 10
+        while queue_depth(client) != 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert queue_depth(client) == 0
+        assert_still_serving(client)
+        metrics = client.get("/metrics").text
+        assert 'embedding_rejected_requests_total{reason="queue_full"}' in metrics
+
+
+def test_the_soak_script_runs_and_reports(tiny_model_dir: Path, tmp_path: Path) -> None:
+    """A seconds-long smoke of loadtests/soak.py: it serves, reports, and finds no errors."""
+    report = tmp_path / "soak.json"
+    completed = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "loadtests" / "soak.py"),
+            "--model-dir",
+            str(tiny_model_dir),
+            "--duration",
+            "4",
+            "--warmup",
+            "1",
+            "--concurrency",
+            "4",
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    figures = json.loads(report.read_text())
+    assert figures["requests"] > 20 and figures["errors"] == 0
+    assert 0 < figures["latency_ms"]["p50"] <= figures["latency_ms"]["p99"]
+    assert figures["rss_start_bytes"] > 0 and figures["rss_end_bytes"] > 0
+    assert "p99" in completed.stdout
