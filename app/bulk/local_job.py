@@ -93,7 +93,11 @@ def run_local(options: BulkOptions, writer: PartWriter | None = None) -> BulkSum
     done_before = sum(chunk.end.offset - chunk.start.offset for chunk in manifest.finished.values())
     progress = ProgressLine(input_extent(options), done_before, enabled=options.progress)
     pipeline = _Pipeline(options, encoder, width, writer, manifest, progress)
-    pipeline.run(first_index, start)
+    try:
+        pipeline.run(first_index, start)
+    except BaseException:
+        progress.close(completed=False)  # end the progress line before the error message
+        raise
     progress.close()
 
     indexes = sorted(manifest.finished)

@@ -38,6 +38,7 @@ class ProgressLine:
         self.interval = 0.25 if self.interactive else log_interval
         self.started = time.perf_counter()
         self._last_draw = 0.0
+        self._drawn_done = -1
         self._lock = threading.Lock()
 
     def advance(self, amount: int, rows: int) -> None:
@@ -66,12 +67,16 @@ class ProgressLine:
         )
 
     def _draw(self, now: float) -> None:
+        self._drawn_done = self.done
         end = "\r" if self.interactive else "\n"
         self.stream.write(self.line(now) + end)
         self.stream.flush()
 
-    def close(self) -> None:
-        if self.enabled:
-            with self._lock:
+    def close(self, completed: bool = True) -> None:
+        """Print the final line; ``completed`` means the whole input was read (100%, whatever was counted)."""
+        with self._lock:
+            if completed:
+                self.done = self.total
+            if self.enabled and (self.interactive or self.done != self._drawn_done):
                 self.stream.write(self.line() + "\n")
                 self.stream.flush()

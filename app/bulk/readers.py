@@ -185,14 +185,13 @@ def _csv_header(options: BulkOptions) -> tuple[int, int, int, Position]:
 def _csv_chunks(options: BulkOptions, start: Position, first_index: int) -> Iterator[Chunk]:
     csv.field_size_limit(_MAX_CSV_FIELD)
     width, id_column, text_column, data_start = _csv_header(options)
-    if start == START:
-        start = data_start
+    resume_at = data_start if start == START else start  # the first chunk owns the header's bytes
     id_field, text_field, size = options.id_field, options.text_field, options.chunk_size
     with _open_binary(options.input) as handle:
-        handle.seek(start.offset)
-        lines = _CountedLines(handle, start)
+        handle.seek(resume_at.offset)
+        lines = _CountedLines(handle, resume_at)
         chunk = Chunk(first_index, start)
-        record_line = start.line
+        record_line = resume_at.line
         try:
             for row in csv.reader(lines, delimiter=options.delimiter, strict=True):
                 first_line, record_line = record_line, lines.lines_read + 1
