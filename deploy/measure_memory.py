@@ -7,7 +7,8 @@ stage's environment (a virtualenv with the project installed without extras):
     python deploy/measure_memory.py --python /tmp/runtime/bin/python --model-dir models/default --workers 1 2
 
 For each worker count it starts the server on a free 127.0.0.1 port, sends maximal requests
-(2048 real sentences each, from ../shared/data) from several clients at once for a fixed
+(2048 real sentences each, from ../shared/data; --repeat
+lengthens every input) from several clients at once for a fixed
 number of rounds, and samples every process's RSS and PSS (PSS splits pages shared between
 processes, such as the memory-mapped table, fairly among them, so PSS adds up).
 """
@@ -75,7 +76,7 @@ def role_of(pid: int, main_pid: int) -> str:
     return "tracker" if "resource_tracker" in command else "worker"
 
 
-def measure(python: str, model_dir: Path, workers: int, clients: int, rounds: int) -> None:
+def measure(python: str, model_dir: Path, workers: int, clients: int, rounds: int, repeat: int) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -112,7 +113,7 @@ def measure(python: str, model_dir: Path, workers: int, clients: int, rounds: in
                     peak[pid] = (max(old[0], rss), max(old[1], pss))
                 time.sleep(0.05)
 
-        texts = sentences(2048)
+        texts = [" ".join([text] * repeat) for text in sentences(2048)]
         inputs = 0
 
         def client() -> None:
@@ -132,7 +133,9 @@ def measure(python: str, model_dir: Path, workers: int, clients: int, rounds: in
             thread.join()
         done.set()
         sampler.join()
-        print(f"workers={workers}: {inputs} inputs in {clients} clients x {rounds} requests of 2048")
+        print(
+            f"workers={workers}: {inputs} inputs ({repeat}x a sentence each) in {clients} clients x {rounds} requests"
+        )
         print(f"  {'pid':>8} {'role':<10} {'idle RSS':>9} {'idle PSS':>9} {'peak RSS':>9} {'peak PSS':>9}  (MiB)")
         for pid in sorted(peak):
             role = role_of(pid, server.pid)
@@ -153,9 +156,10 @@ def main() -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--clients", type=int, default=8, help="concurrent clients")
     parser.add_argument("--rounds", type=int, default=4, help="requests per client")
+    parser.add_argument("--repeat", type=int, default=1, help="each input is a sentence repeated this often")
     args = parser.parse_args()
     for workers in args.workers:
-        measure(args.python, args.model_dir.resolve(), workers, args.clients, args.rounds)
+        measure(args.python, args.model_dir.resolve(), workers, args.clients, args.rounds, args.repeat)
     return 0
 
 
