@@ -58,7 +58,7 @@ async def _impatient_burst(url: str, body: bytes) -> int:
 
 def test_abandoned_requests_are_cancelled_and_free_their_queue_slots(server: ServerProcess) -> None:
     sentences = sts_sentences(1000)
-    texts = [" ".join(sentences[i : i + 8]) for i in range(INPUTS)]
+    texts = [" ".join(sentences[(i + k) % len(sentences)] for k in range(8)) for i in range(INPUTS)]
     body = orjson.dumps({"input": texts, "model": "m", "encoding_format": "base64"})
     with httpx.Client(base_url=server.url, timeout=60) as client:
         assert_still_serving(client)

@@ -52,8 +52,6 @@ def test_fuzzing_from_the_service_schema_finds_no_5xx_and_no_schema_violation(
         "none",
         "--request-timeout",
         "30",
-        "--max-time",
-        "90",
         "--workers",
         "2",
         "--no-color",

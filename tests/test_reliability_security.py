@@ -80,10 +80,11 @@ def test_a_rotated_key_stops_working(rotated: ServerProcess) -> None:
 def test_keys_are_compared_in_constant_time_against_every_configured_key(monkeypatch: pytest.MonkeyPatch) -> None:
     """``hmac.compare_digest`` for every configured key, whether the first, the last or none matches."""
     calls: list[tuple[bytes, bytes]] = []
+    compare = hmac.compare_digest
 
     def counting(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
-        return hmac.compare_digest(a, b)
+        return compare(a, b)
 
     monkeypatch.setattr("app.auth.hmac.compare_digest", counting)
     keys = APIKeys(("k-first-111111", "k-middle-22222", "k-last-3333333"))

@@ -152,9 +152,18 @@ def test_a_broken_model_is_refused_with_one_line(fault: str, tiny_model_dir: Pat
     assert code == 1
 
 
-def test_a_bad_setting_is_one_line(tiny_model_dir: Path) -> None:
-    code, out, err, port = run_app(tiny_model_dir, max_queue_inputs="lots")
-    _assert_one_clear_line(code, out, err, port, "EMBED_MAX_QUEUE_INPUTS must be an integer")
+@pytest.mark.parametrize(
+    ("setting", "value", "says"),
+    [
+        ("max_queue_inputs", "lots", "EMBED_MAX_QUEUE_INPUTS must be an integer"),
+        ("workers", "0", "EMBED_WORKERS must be at least 1"),
+        ("log_level", "verbose", "EMBED_LOG_LEVEL must be one of"),
+        ("verify_checksum", "maybe", "EMBED_VERIFY_CHECKSUM must be true or false"),
+    ],
+)
+def test_a_bad_setting_is_one_line(tiny_model_dir: Path, setting: str, value: str, says: str) -> None:
+    code, out, err, port = run_app(tiny_model_dir, **{setting: value})
+    _assert_one_clear_line(code, out, err, port, says)
     assert code == 2
 
 
