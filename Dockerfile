@@ -30,9 +30,9 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
 
 WORKDIR /src
+# Dependencies first, from pyproject.toml alone (the packages are not copied yet, so the project installs
+# empty): this layer, torch included, is rebuilt only when pyproject.toml changes, not on every code edit.
 COPY pyproject.toml README.md ./
-COPY app/ app/
-COPY distill_job/ distill_job/
 
 # torch comes from PyTorch's CPU wheel index: its `+cpu` build satisfies the `torch==2.13.0` pin in
 # pyproject.toml and sorts above PyPI's build, which on Linux x86_64 drags in several GB of CUDA libraries
@@ -41,6 +41,10 @@ RUN python -m venv /opt/distill \
     && /opt/distill/bin/pip install --no-cache-dir \
         --extra-index-url https://download.pytorch.org/whl/cpu \
         ".[distill]"
+
+COPY app/ app/
+COPY distill_job/ distill_job/
+RUN /opt/distill/bin/pip install --no-cache-dir --no-deps .
 
 # A local teacher is copied from deploy/teachers/ (empty but for its README unless the operator adds one).
 COPY deploy/teachers/ teachers/
@@ -66,15 +70,18 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 WORKDIR /src
 COPY pyproject.toml README.md ./
-COPY app/ app/
-COPY distill_job/ distill_job/
 
 # The project without extras: exactly pyproject's base `dependencies` (numpy, tokenizers, fastapi, uvicorn,
 # pydantic, orjson, prometheus-client), all prebuilt wheels, so no compiler is needed or installed.
-# tests/test_deployment.py builds the same virtualenv and checks that torch cannot be imported from it.
+# Dependencies first, as in the build stage; then the code. tests/test_deployment.py replays this stage
+# into a fresh virtualenv, serves from it and checks that torch cannot be imported there.
 RUN python -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir . \
-    && /opt/venv/bin/python -c "import app.encoder, fastapi, uvicorn, prometheus_client"
+    && /opt/venv/bin/pip install --no-cache-dir .
+
+COPY app/ app/
+COPY distill_job/ distill_job/
+RUN /opt/venv/bin/pip install --no-cache-dir --no-deps . \
+    && /opt/venv/bin/python -c "import app.main"
 
 # ---------------------------------------------------------------------------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
