@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Tokenizer
+from tokenizers import Tokenizer, normalizers
 
 from app.model_format import TABLE_FILE, StaticModel
 
@@ -99,6 +99,7 @@ class Encoder:
         self.row_scales = model.row_scales
         self.tokenizer = _inference_tokenizer(model.tokenizer)
         self.unk_id = _unknown_token_id(model.tokenizer)
+        self._plain_tokenizer = _plain_text_tokenizer(self.tokenizer)
         # What rows are summed from: float32, scales applied, maybe with a zero row appended for padding.
         self._sum_table, self._zero_row = float32_table(model)
 
@@ -112,8 +113,23 @@ class Encoder:
 
     def tokenize(self, texts: Sequence[str]) -> TokenBatch:
         batch = texts if isinstance(texts, list) else list(texts)
-        encodings = self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
-        return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
+        plain = self._plain_tokenizer
+        if plain is None:
+            encodings = self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
+            return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
+        is_plain = [text.isascii() and text.isprintable() for text in batch]
+        if all(is_plain):
+            encodings = plain.encode_batch_fast(batch, add_special_tokens=False)
+            return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
+        # Mixed batch: plain texts through the cheap normalizer, the rest through the full one.
+        id_lists: list[list[int]] = [[]] * len(batch)
+        for tokenizer, wanted in ((plain, True), (self.tokenizer, False)):
+            positions = [i for i, flag in enumerate(is_plain) if flag is wanted]
+            if positions:
+                encodings = tokenizer.encode_batch_fast([batch[i] for i in positions], add_special_tokens=False)
+                for i, encoding in zip(positions, encodings, strict=True):
+                    id_lists[i] = encoding.ids
+        return TokenBatch.from_id_lists(id_lists)
 
     def encode(self, texts: Sequence[str], dimensions: int | None = None) -> np.ndarray:
         """Unit vectors (float32, one row per text) for a batch of texts."""
@@ -363,6 +379,37 @@ def _forget_old_tables(directory: Path, keep: Path) -> None:
     for old in tables[_KEEP_CONVERTED_TABLES:]:
         if old != keep:
             old.unlink(missing_ok=True)
+
+
+_PLAIN_SAMPLES = (
+    "The quick brown fox jumps over the lazy dog.",
+    "Hello, WORLD! It's 3.14 o'clock; [CLS] x [SEP] y [UNK] [MASK] ~`@#$%^&*()_+-={}|:<>?",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+    "",
+)
+
+
+def _plain_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer | None:
+    """A tokenizer for printable ASCII texts, with the same ids and a cheaper normalizer (None if none applies).
+
+    BERT's normalizer removes control characters, decomposes to NFD to strip accents,
+    spaces out CJK characters and lowercases. On printable ASCII text all but the
+    lowercasing do nothing, yet cost about a third of the tokenizer's time; most texts
+    sent to an English model are printable ASCII. Checked on samples before use.
+    """
+    normalizer = tokenizer.normalizer
+    if not isinstance(normalizer, normalizers.BertNormalizer):
+        return None
+    plain = Tokenizer.from_str(tokenizer.to_str())
+    plain.no_padding()
+    plain.no_truncation()
+    plain.normalizer = normalizers.Lowercase() if normalizer.lowercase else normalizers.Sequence([])
+    samples = list(_PLAIN_SAMPLES)
+    full = tokenizer.encode_batch(samples, add_special_tokens=False)
+    cheap = plain.encode_batch(samples, add_special_tokens=False)
+    if [e.ids for e in full] != [e.ids for e in cheap]:
+        return None
+    return plain
 
 
 def _inference_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
