@@ -1,4 +1,4 @@
-"""Memory of `python -m app` per process, idle and at peak under bounded loopback load.
+"""Memory of `python -m app` per process, idle and at peak under bounded loopback load, and its rate.
 
 The sizing figures in docs/deployment.md come from this script, run against the runtime
 stage's environment (a virtualenv with the project installed without extras):
@@ -127,14 +127,17 @@ def measure(python: str, model_dir: Path, workers: int, clients: int, rounds: in
         sampler = threading.Thread(target=sample)
         sampler.start()
         threads = [threading.Thread(target=client) for _ in range(clients)]
+        started = time.perf_counter()
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        elapsed = time.perf_counter() - started
         done.set()
         sampler.join()
         print(
-            f"workers={workers}: {inputs} inputs ({repeat}x a sentence each) in {clients} clients x {rounds} requests"
+            f"workers={workers}: {inputs} inputs ({repeat}x a sentence each) from {clients} clients x {rounds} "
+            f"requests in {elapsed:.1f} s = {inputs / elapsed:.0f} inputs/s (load generator on the same machine)"
         )
         print(f"  {'pid':>8} {'role':<10} {'idle RSS':>9} {'idle PSS':>9} {'peak RSS':>9} {'peak PSS':>9}  (MiB)")
         for pid in sorted(peak):
