@@ -79,7 +79,8 @@ async def _http_error(_: Request, exc: Exception) -> Response:
     if exc.status_code == 404:
         error = APIError(404, "Not found: this server serves /v1/embeddings and /v1/models.", code="not_found")
     elif exc.status_code == 405:
-        error = APIError(405, f"Method not allowed: {exc.detail}", code="method_not_allowed")
+        allowed = (exc.headers or {}).get("Allow", "")
+        error = APIError(405, f"Method not allowed: this path accepts {allowed}.", code="method_not_allowed")
     else:
         kind = SERVER_ERROR if exc.status_code >= 500 else INVALID_REQUEST
         error = APIError(exc.status_code, str(exc.detail), type=kind)

@@ -40,6 +40,13 @@ def _bool(name: str, default: bool) -> bool:
     raise SettingsError(f"{name} must be true or false, got {raw!r}")
 
 
+def _choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env(name, default).lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def _list(name: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in _env(name, "").split(",") if item.strip())
 
@@ -88,6 +95,6 @@ class Settings:
             api_keys=_list("EMBED_API_KEYS"),
             verify_checksum=_bool("EMBED_VERIFY_CHECKSUM", False),
             cors_origins=_list("EMBED_CORS_ORIGINS"),
-            log_level=_env("EMBED_LOG_LEVEL", "info").lower(),
+            log_level=_choice("EMBED_LOG_LEVEL", "info", ("critical", "error", "warning", "info", "debug", "trace")),
             access_log=_bool("EMBED_ACCESS_LOG", False),
         )
