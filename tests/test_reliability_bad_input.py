@@ -234,7 +234,7 @@ CASES: tuple[Case, ...] = (
         "encoding_format",
     ),
     # Routes
-    Case("GET on the POST route", None, 405, "Method not allowed", method="GET", headers={}),
+    Case("GET on the POST route", None, 405, "this path accepts POST", method="GET", headers={}),
     Case("unknown path", _ok(), 404, "serves /v1/embeddings", path="/v1/embedding"),
 )
 
