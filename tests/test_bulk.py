@@ -226,6 +226,15 @@ def test_csv_row_with_wrong_field_count_is_named(tmp_path: Path, tiny_model_dir:
     assert "line 5: expected 2 fields like the header, got 3" in capsys.readouterr().err
 
 
+def test_unclosed_quote_is_fatal_even_when_skipping(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text('id,text\n1,he said "hi" and left\n2,"never closed\n3,third\n')
+    assert _bulk(source, "-o", tmp_path / "out", "--model-dir", tiny_model_dir, "--skip-bad-rows") == 2
+    assert f"{source} line 3: malformed CSV (unexpected end of data); rows after it cannot be read" in (
+        capsys.readouterr().err
+    )
+
+
 def test_missing_column_names_the_header(tmp_path: Path, tiny_model_dir: Path, capsys) -> None:
     source = tmp_path / "in.csv"
     source.write_text("id,body\n1,hello\n")

@@ -9,12 +9,13 @@ must be paths every node can read (a shared filesystem).
 
 Rows are judged by the same rules as the local job. Ray splits files across nodes, so a
 bad row is named by its id (CSV, Parquet) or by its content (a JSONL line that is not
-JSON has no id) rather than by a line number. There is no manifest: Ray retries failed
-tasks itself, and a rerun starts over (``--overwrite``).
+JSON has no id) rather than by a line number. There is no manifest: Ray re-runs tasks
+lost with a worker or node itself, and a rerun starts over (``--overwrite``).
 """
 
 from __future__ import annotations
 
+import os
 import time
 import uuid
 from pathlib import Path
@@ -173,6 +174,8 @@ def run_on_ray(options: BulkOptions, address: str | None = None, workers: int | 
     _prepare_output(output, options.overwrite)
 
     if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        # Joining a cluster takes no local-instance options; a local instance needs no dashboard.
         ray.init(address=address) if address else ray.init(include_dashboard=False)
     ray.data.DataContext.get_current().enable_progress_bars = options.progress
     cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
