@@ -163,6 +163,24 @@ def test_resume_after_a_failure_redoes_only_the_missing_chunks(
     np.testing.assert_array_equal(vectors, encoder.encode(texts))
 
 
+@pytest.mark.parametrize("input_format", ["jsonl", "parquet"])
+def test_killed_while_assembling_reassembles_without_embedding(
+    tmp_path: Path, tiny_model_dir: Path, sentences, input_format
+):
+    source = _write_input(tmp_path / "in", input_format, sentences[:500])
+    output = tmp_path / "out"
+    options = BulkOptions(source, output, tiny_model_dir, input_format, chunk_size=100, progress=False)
+    run_local(options)
+    manifest = output / MANIFEST_FILE
+    lines = manifest.read_text().splitlines()
+    assert '"done"' in lines[-1]
+    manifest.write_text("\n".join(lines[:-1]) + "\n")  # as if killed before the run was marked done
+    counting = _CountingParts(output)
+    summary = run_local(options, writer=counting)
+    assert counting.written == [] and summary.chunks_this_run == 0 and summary.rows == 500
+    assert pq.read_table(output).column("id").to_pylist() == [f"r{n}" for n in range(500)]
+
+
 def test_resume_after_the_process_is_killed(tmp_path: Path, tiny_model_dir: Path, encoder: Encoder, sentences) -> None:
     texts = (sentences * 20)[:50_000]
     source = _write_jsonl(tmp_path / "in.jsonl", list(range(len(texts))), texts)
@@ -190,6 +208,15 @@ def test_resume_after_the_process_is_killed(tmp_path: Path, tiny_model_dir: Path
     got_ids, vectors = _read_parquet_output(output)
     assert got_ids == [str(n) for n in range(len(texts))]
     np.testing.assert_array_equal(vectors[::997], encoder.encode(texts[::997]))
+
+
+def test_jsonl_with_byte_order_mark_and_blank_lines(tmp_path: Path, tiny_model_dir: Path, encoder: Encoder) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_bytes(b'\xef\xbb\xbf{"id": "a", "text": "the cat sat"}\n\n{"id": "b", "text": ""}\n\n')
+    output = tmp_path / "out"
+    assert _bulk(source, "-o", output, "--model-dir", tiny_model_dir, "--output-format", "npy") == 0
+    assert (output / "ids.txt").read_text() == "a\nb\n"
+    np.testing.assert_array_equal(np.load(output / "vectors.npy"), encoder.encode(["the cat sat", ""]))
 
 
 def test_malformed_json_line_is_named(tmp_path: Path, tiny_model_dir: Path, sentences, capsys) -> None:

@@ -120,6 +120,8 @@ def _jsonl_chunks(options: BulkOptions, start: Position, first_index: int) -> It
             line += 1
             if raw.isspace():
                 continue  # blank lines (often a trailing one) hold no record
+            if line == 2:
+                raw = raw.removeprefix(b"\xef\xbb\xbf")  # a UTF-8 byte order mark some editors write
             try:
                 record_id, text = parse_json_line(raw, id_field, text_field)
             except RowError as exc:
@@ -262,6 +264,8 @@ def _parquet_chunks(options: BulkOptions, start: Position, first_index: int) -> 
                 skip = start.offset - first_row
             groups.append(group)
         first_row += rows
+    if not groups:
+        return  # every row was read by an earlier run
     row = start.offset
     chunk = Chunk(first_index, start)
     id_field, text_field, size = options.id_field, options.text_field, options.chunk_size
