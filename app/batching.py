@@ -11,7 +11,6 @@ answers 429 with ``Retry-After``) rather than letting the queue grow without end
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import time
 from collections import deque
@@ -97,18 +96,18 @@ class Batcher(Generic[Job, Result]):
         return await pending.future
 
     async def stop(self) -> None:
-        """Fail whatever still waits and stop the worker thread."""
+        """Refuse new work, fail what still waits, and let the batch being encoded finish."""
         self._stopped = True
-        if self._worker is not None:
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
         while self._queue:
             pending = self._queue.popleft()
             self._change_queued(-pending.inputs)
             if not pending.future.done():
                 pending.future.set_exception(BatcherStopped("the server is shutting down"))
+        if self._worker is not None:
+            assert self._wakeup is not None
+            self._wakeup.set()
+            await self._worker
+            self._worker = None
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
@@ -143,6 +142,8 @@ class Batcher(Generic[Job, Result]):
                         pending.future.set_exception(result)
                     else:
                         pending.future.set_result(result)
+            if self._stopped:
+                return
             self._wakeup.clear()
 
     def _take_batch(self) -> list[_Pending[Job, Result]]:
