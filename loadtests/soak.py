@@ -151,6 +151,10 @@ async def soak(
         ]
         await asyncio.sleep(warmup)
         rss_start = rss_bytes(pid) if pid else 0
+        samples: list[float] = []
+        while pid and time.monotonic() < stop_at - 0.5:  # memory every tenth of the run: flat, or creeping?
+            await asyncio.sleep(min(duration / 10, stop_at - time.monotonic() - 0.5))
+            samples.append(round(rss_bytes(pid) / 2**20, 1))
         await asyncio.gather(*tasks)
         rss_end = rss_bytes(pid) if pid else 0
     latencies_ms = np.array(tally.latencies) * 1000
@@ -173,6 +177,7 @@ async def soak(
         "rss_start_bytes": rss_start,
         "rss_end_bytes": rss_end,
         "rss_growth": round(rss_end / rss_start - 1, 4) if rss_start else None,
+        "rss_samples_mib": samples,
     }
 
 
@@ -193,6 +198,7 @@ def print_report(figures: dict[str, object]) -> None:
             f"after warm-up {int(figures['rss_start_bytes']) / mib:.1f}  "  # type: ignore[arg-type]
             f"end {int(figures['rss_end_bytes']) / mib:.1f}  growth {float(figures['rss_growth']) * 100:.2f}%"  # type: ignore[arg-type]
         )
+        print(f"  RSS samples MiB  {figures['rss_samples_mib']}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -124,6 +124,38 @@ def test_a_burst_past_the_queue_bound_is_refused_at_once_and_the_rest_complete(
         assert 'embedding_rejected_requests_total{reason="queue_full"}' in metrics
 
 
+def peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+def test_bodies_of_millions_of_tiny_inputs_cost_bounded_memory(server: ServerProcess) -> None:
+    """16 MiB of ``"a",`` is 4 million inputs: refused with a 400, and parsing it has a fixed cost.
+
+    The body is decoded before it can be counted, so one such request briefly costs about
+    25 times its size; the point is that the cost is bounded by EMBED_MAX_BODY_BYTES and
+    does not add up over requests (docs/reliability.md).
+    """
+    max_body = 16 * 2**20
+    count = (max_body - 64) // 4
+    body = b'{"model":"m","input":[' + b",".join([b'"a"'] * count) + b"]}"
+    assert len(body) <= max_body
+    pid = server.process.pid
+    with httpx.Client(base_url=server.url, timeout=120) as client:
+        after_first = 0
+        for attempt in range(4):
+            response = client.post("/v1/embeddings", content=body, headers={"content-type": "application/json"})
+            error = assert_error_envelope(response, 400)
+            assert f"'input' has {count} items; at most 2048" in str(error["message"])
+            if attempt == 0:
+                after_first = rss_bytes(pid)
+        assert rss_bytes(pid) < after_first * 1.1 + 16 * 2**20  # no growth from one request to the next
+        assert peak_rss_bytes(pid) < 40 * max_body + 200 * 2**20  # bounded by the body limit
+        assert_still_serving(client)
+
+
 def test_the_soak_script_runs_and_reports(tiny_model_dir: Path, tmp_path: Path) -> None:
     """A seconds-long smoke of loadtests/soak.py: it serves, reports, and finds no errors."""
     report = tmp_path / "soak.json"
