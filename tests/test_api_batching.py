@@ -188,12 +188,14 @@ def long_texts(count: int, words: int) -> list[str]:
     return [" ".join(pool[(i * 7) % 300 : (i * 7) % 300 + words]) + f" {i}" for i in range(count)]
 
 
-async def post_all(url: str, bodies: list[dict[str, object]], lead: dict[str, object] | None) -> list[httpx.Response]:
+async def post_all(
+    url: str, bodies: list[dict[str, object]], lead: dict[str, object] | None, head_start: float = 0.05
+) -> list[httpx.Response]:
     """Send ``lead`` first (a long request that keeps the encoder busy), then all ``bodies`` at once."""
     limits = httpx.Limits(max_connections=len(bodies) + 1)
     async with httpx.AsyncClient(base_url=url, headers=AUTH, timeout=60, limits=limits) as client:
         leading = asyncio.ensure_future(client.post("/v1/embeddings", json=lead)) if lead else None
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(head_start)
         responses = await asyncio.gather(*(client.post("/v1/embeddings", json=body) for body in bodies))
         if leading is not None:
             assert (await leading).status_code == 200
@@ -252,8 +254,9 @@ def test_full_queue_answers_429_with_retry_after(busy_server: ServerProcess, enc
     before = scrape(busy_server.url)
     sentences = sts_sentences(40)
     bodies: list[dict[str, object]] = [{"input": [text], "model": "m"} for text in sentences[:30]]
-    lead = {"input": long_texts(2048, 300), "model": "m"}  # truncated to 8 tokens each, but tokenized in full
-    responses = asyncio.run(post_all(busy_server.url, bodies, lead))
+    # Truncated to 8 tokens each, but tokenized in full: about 0.7 M tokens, a second or more of encoding.
+    lead = {"input": long_texts(2048, 300), "model": "m"}
+    responses = asyncio.run(post_all(busy_server.url, bodies, lead, head_start=0.2))
 
     refused = [r for r in responses if r.status_code == 429]
     served = [(b, r) for b, r in zip(bodies, responses, strict=True) if r.status_code == 200]
