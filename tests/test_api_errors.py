@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from app.main import create_app
+from app.model_format import load_model
 from app.settings import Settings
 from tests.api_server import API_KEY, LIMITS, MAIN, OTHER_API_KEY, ServerProcess, running_server
 
@@ -94,9 +95,11 @@ def test_invalid_bodies_name_the_parameter(http: httpx.Client, body: dict[str, o
     assert_error(http.post("/v1/embeddings", json=body), 400, param=param, says=says)
 
 
-def test_vocabulary_bound_is_exact(http: httpx.Client) -> None:
-    assert http.post("/v1/embeddings", json={"input": [0, 29527], "model": "m"}).status_code == 200
-    assert_error(http.post("/v1/embeddings", json={"input": [29528], "model": "m"}), 400, param="input")
+def test_vocabulary_bound_is_exact(http: httpx.Client, default_model_dir: Path) -> None:
+    vocab = load_model(default_model_dir).vocab_size
+    assert http.post("/v1/embeddings", json={"input": [0, vocab - 1], "model": "m"}).status_code == 200
+    error = assert_error(http.post("/v1/embeddings", json={"input": [vocab], "model": "m"}), 400, param="input")
+    assert f"(0 to {vocab - 1})" in str(error["message"])
 
 
 def test_more_than_2048_inputs(http: httpx.Client) -> None:
