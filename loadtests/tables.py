@@ -25,10 +25,15 @@ def encoder_tables(data: dict[str, Any]) -> list[str]:
             f"| {corpus} | {size} | {ours['texts_per_s']:,.0f} | {m2v['texts_per_s']:,.0f} | {tok['texts_per_s']:,.0f} "
             f"| {ours['tokens_per_s']:,.0f} | {ours['texts_per_s'] / m2v['texts_per_s']:.2f} "
             f"| {ours['texts_per_s'] / tok['texts_per_s']:.2f} "
-            f"| {ours['texts_per_cpu_s'] / m2v['texts_per_cpu_s']:.2f} "
-            f"| {ours['texts_per_cpu_s'] / tok['texts_per_cpu_s']:.2f} |"
+            f"| {_cpu_ratio(ours, m2v)} | {_cpu_ratio(ours, tok)} |"
         )
     return lines
+
+
+def _cpu_ratio(a: dict[str, Any], b: dict[str, Any]) -> str:
+    if "texts_per_cpu_s" not in a:  # results written before CPU time was recorded
+        return "n/a"
+    return f"{a['texts_per_cpu_s'] / b['texts_per_cpu_s']:.2f}"
 
 
 def target_lines(targets: list[dict[str, Any]]) -> list[str]:
