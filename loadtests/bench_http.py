@@ -216,6 +216,10 @@ def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ours16["inputs_per_s"] / inf16["inputs_per_s"],
                 100,
             )
+        probe16 = rows.get(("probe", "base64", 16, 64))
+        if probe16 and inf16 and inf16["inputs_per_s"] > 0:
+            value = probe16["inputs_per_s"] / inf16["inputs_per_s"]
+            add(f"(probe) {workers}w: 16 inputs c64 base64, bare-ASGI route, inputs/s / Infinity", value, 100)
         for fmt in FORMATS:
             ours1 = rows.get(("ours", fmt, 1, 64))
             naive1 = rows.get(("naive", fmt, 1, 64))
@@ -232,6 +236,13 @@ def targets(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     ours1["requests_per_s"] / trivial["requests_per_s"],
                     0.6,
                 )
+            probe1 = rows.get(("probe", fmt, 1, 64))
+            if probe1 and trivial:
+                value = probe1["requests_per_s"] / trivial["requests_per_s"]
+                add(f"(probe) {workers}w: 1 input c64 {fmt}, bare-ASGI route, requests/s / trivial", value, 0.6)
+            if probe1 and naive1:
+                value = probe1["requests_per_s"] / naive1["requests_per_s"]
+                add(f"(probe) {workers}w: 1 input c64 {fmt}, bare-ASGI route, requests/s / naive", value, 8)
         for half in run.get("half_peak", []):
             if half.get("p99_over_p50"):
                 add(
@@ -265,7 +276,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=Path("results/http.json"))
     parser.add_argument("--plan", choices=("full", "targets", "smoke"), default="full")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--servers", nargs="+", default=["ours", "naive", "trivial", "infinity"])
+    parser.add_argument(
+        "--servers",
+        nargs="+",
+        default=["ours", "naive", "trivial", "infinity"],
+        help="ours, naive, trivial, infinity, probe (our app with a bare-ASGI embeddings route)",
+    )
     parser.add_argument("--seconds", type=float, default=5.0, help="length of one run")
     parser.add_argument("--infinity-seconds", type=float, default=20.0, help="length of one run against Infinity")
     parser.add_argument("--repeats", type=int, default=1)
@@ -284,8 +300,8 @@ def main(argv: list[str] | None = None) -> int:
         bodies: dict[str, dict[tuple[str, int], Path]] = {}
         try:
             for name in args.servers:
-                if name == "infinity" and workers != 1:
-                    continue  # one Infinity process is the reference; it uses both cores by itself
+                if name in {"infinity", "probe"} and workers != 1:
+                    continue  # single-process peers: Infinity uses both cores by itself; the probe is one process
                 server = _make(name, args.model_dir, workers)
                 if server is None:
                     notes.append("Infinity skipped: no venv at $INFINITY_VENV (run loadtests/setup_infinity.sh)")
@@ -345,6 +361,8 @@ def _make(name: str, model_dir: Path, workers: int) -> servers.Server | None:
         return servers.ours(model_dir, workers)
     if name == "naive":
         return servers.naive(model_dir, workers)
+    if name == "probe":
+        return servers.fast_path_probe(model_dir)
     if name == "trivial":
         return servers.trivial(workers)
     if name == "infinity":

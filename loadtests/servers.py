@@ -156,6 +156,14 @@ def ours(model_dir: Path, workers: int, port: int | None = None) -> Server:
     return Server("ours", [sys.executable, "-m", "app"], port, "/ready", "/v1/embeddings", env)
 
 
+def fast_path_probe(model_dir: Path, port: int | None = None) -> Server:
+    """Our app with a bare-ASGI /v1/embeddings in front (loadtests/asgi_fast_path_probe.py); one process."""
+    port = port or free_port()
+    env = {"EMBED_MODEL_DIR": str(model_dir), "EMBED_LOG_LEVEL": "warning"}
+    command = [sys.executable, "-m", "loadtests.asgi_fast_path_probe", str(port)]
+    return Server("probe", command, port, "/ready", "/v1/embeddings", env)
+
+
 def naive(model_dir: Path, workers: int, port: int | None = None) -> Server:
     port = port or free_port()
     command = [sys.executable, "-m", "loadtests.naive_server", str(model_dir), str(port), str(workers)]
