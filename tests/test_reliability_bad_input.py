@@ -19,6 +19,7 @@ import httpx
 import numpy as np
 import pytest
 
+from app.model_format import load_model
 from tests.api_server import ROOT, ServerProcess
 from tests.reliability_server import assert_error_envelope, assert_no_leak, assert_still_serving, start
 
@@ -320,14 +321,15 @@ def test_the_server_answered_every_bad_input_and_still_serves(server: ServerProc
     assert "Traceback" not in server.log()
 
 
-def render_table(answers: dict[str, tuple[int, str]]) -> str:
+def render_table(answers: dict[str, tuple[int, str]], vocab_size: int, dimensions: int) -> str:
     """The generated section: every case, in order, with the status and message the server gave."""
     lines = [
         BEGIN,
         "",
         "Sent by `tests/test_reliability_bad_input.py` to a real `python -m app` (default model,",
-        "default limits) over HTTP; each answer is OpenAI's error envelope with `type`",
-        "`invalid_request_error`, and after each one the test checks the server still serves.",
+        f"{vocab_size} token ids x {dimensions} dimensions; default limits) over HTTP; each answer is",
+        "OpenAI's error envelope with `type` `invalid_request_error`, and after each one the test",
+        "checks the server still serves.",
         "",
         "| Input sent to `POST /v1/embeddings` | Status | Message |",
         "|---|---|---|",
@@ -353,7 +355,7 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-def test_the_documented_table_is_current(client: httpx.Client) -> None:
+def test_the_documented_table_is_current(client: httpx.Client, default_model_dir: Path) -> None:
     """Re-run any case not answered yet in this session (e.g. under -k), then compare with the docs."""
     for case in CASES:
         if case.name not in _answers:
@@ -361,14 +363,16 @@ def test_the_documented_table_is_current(client: httpx.Client) -> None:
             _answers[case.name] = (response.status_code, str(response.json()["error"]["message"]))
     for case, policy in ACCEPTED:
         _answers.setdefault(case.name, (send(client, case).status_code, policy))
-    expected = render_table(_answers)
+    model = load_model(default_model_dir)
+    expected = render_table(_answers, model.vocab_size, model.dimensions)
     current = documented_table()
     if os.environ.get(REWRITE_ENV) == "1" and current is not None and current != expected:
         DOC.write_text(DOC.read_text(encoding="utf-8").replace(current, expected), encoding="utf-8")
         current = documented_table()
     if current != expected:
         pytest.fail(
-            f"the bad-input table in {DOC.relative_to(ROOT)} is stale; run: python -m tests.test_reliability_bad_input"
+            f"the bad-input table in {DOC.relative_to(ROOT)} is stale (a changed message, case or default model); "
+            "regenerate it with: python -m tests.test_reliability_bad_input"
         )
 
 
