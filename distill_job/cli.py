@@ -10,11 +10,12 @@ from pathlib import Path
 
 from distill_job import reduction, storage, token_pass
 from distill_job.errors import DistillError
-from distill_job.pipeline import DistillOptions, distill
+from distill_job.pipeline import TOKEN_FREQUENCY_SOURCES, DistillOptions, distill
 from distill_job.vocabulary import DEFAULT_REMOVE_PATTERN
 
 
 def build_parser() -> argparse.ArgumentParser:
+    defaults = DistillOptions()
     parser = argparse.ArgumentParser(
         prog="python -m distill_job",
         description="Distill a sentence transformer into a static token table the service memory-maps.",
@@ -36,7 +37,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="SIF weight a in a/(a+p); 0 turns weighting off",
     )
     parser.add_argument(
-        "--pooling", choices=token_pass.POOLING_MODES, default="mean", help="how a token's outputs pool"
+        "--pooling",
+        choices=token_pass.POOLING_MODES,
+        default=defaults.pooling,
+        help="how a token's teacher outputs pool: all positions (mean), [CLS] (first), or the token's own "
+        "positions without [CLS]/[SEP] (inner)",
+    )
+    parser.add_argument(
+        "--normalize-tokens",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.normalize_tokens,
+        help="scale each token's teacher vector to length 1 before PCA",
+    )
+    parser.add_argument(
+        "--pca-drop-top", type=int, default=defaults.pca_drop_top, help="principal components of most variance to skip"
+    )
+    parser.add_argument(
+        "--pca-whiten",
+        type=float,
+        default=defaults.pca_whiten,
+        help="divide each PCA column by its std to this power (0: plain PCA, 1: full whitening)",
+    )
+    parser.add_argument(
+        "--extend-vocab",
+        type=int,
+        default=defaults.extend_vocab,
+        help="add up to N frequent English words (wordfreq) as whole tokens, embedded by the teacher; 0 turns it off",
+    )
+    parser.add_argument(
+        "--token-frequencies",
+        choices=TOKEN_FREQUENCY_SOURCES,
+        default=defaults.token_frequencies,
+        help="where SIF's token probabilities come from: token-id rank (zipf) or wordfreq's English counts",
     )
     parser.add_argument(
         "--remove-tokens", default=DEFAULT_REMOVE_PATTERN, help="regex of tokens that are never produced; '' keeps all"
@@ -57,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
         sif_coefficient=args.sif_coefficient or None,
         dtype=args.dtype,
         pooling=args.pooling,
+        normalize_tokens=args.normalize_tokens,
+        pca_drop_top=args.pca_drop_top,
+        pca_whiten=args.pca_whiten,
+        extend_vocab=args.extend_vocab,
+        token_frequencies=args.token_frequencies,
         remove_tokens=args.remove_tokens or None,
         batch_size=args.batch_size,
         force=args.force,

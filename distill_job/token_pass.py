@@ -8,7 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from tqdm import tqdm
 
-POOLING_MODES = ("mean", "first")
+POOLING_MODES = ("mean", "first", "inner")
 
 
 def embed_tokens(
@@ -25,22 +25,43 @@ def embed_tokens(
     BERT). ``mean`` averages all positions, as the teacher's own sentence pooling does;
     ``first`` takes the ``[CLS]`` position.
     """
+    return embed_sequences(
+        model, tokenizer, [[int(i)] for i in teacher_ids], pooling, batch_size, progress, "Embedding tokens"
+    )
+
+
+def embed_sequences(
+    model: object,
+    tokenizer: object,
+    sequences: Sequence[Sequence[int]],
+    pooling: str = "mean",
+    batch_size: int = 1024,
+    progress: bool = True,
+    description: str = "Embedding words",
+) -> np.ndarray:
+    """One row per id sequence (a token, or a whole word's pieces), framed and pooled as a text.
+
+    Sequences are run shortest first so that each batch pads little; rows come back in
+    the order given.
+    """
     import torch
 
     if pooling not in POOLING_MODES:
         raise ValueError(f"pooling must be one of {POOLING_MODES}")
     prefix, suffix = special_frame(tokenizer.backend_tokenizer)
-    sequences = [[*prefix, int(i), *suffix] for i in teacher_ids]
+    framed = [[*prefix, *map(int, seq), *suffix] for seq in sequences]
+    order = sorted(range(len(framed)), key=lambda i: len(framed[i]))
     pad_id = tokenizer.pad_token_id or 0
     takes_token_types = "token_type_ids" in inspect.signature(model.forward).parameters
     hidden = int(model.config.hidden_size)
-    out = np.empty((len(sequences), hidden), dtype=np.float32)
+    out = np.empty((len(framed), hidden), dtype=np.float32)
     with (
         torch.inference_mode(),
-        tqdm(total=len(sequences), desc="Embedding tokens", unit="tok", disable=not progress) as bar,
+        tqdm(total=len(framed), desc=description, unit="tok", disable=not progress) as bar,
     ):
-        for start in range(0, len(sequences), batch_size):
-            chunk = sequences[start : start + batch_size]
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            chunk = [framed[i] for i in rows]
             width = max(map(len, chunk))
             ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
             mask = torch.zeros((len(chunk), width), dtype=torch.long)
@@ -51,14 +72,23 @@ def embed_tokens(
             if takes_token_types:
                 inputs["token_type_ids"] = torch.zeros_like(ids)
             states = model(**inputs).last_hidden_state.float()
-            if pooling == "mean":
-                weights = mask.unsqueeze(-1).float()
-                pooled = (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
-            else:
-                pooled = states[:, 0]
-            out[start : start + len(chunk)] = pooled.numpy()
+            out[rows] = _pool(states, mask, pooling, len(prefix), len(suffix)).numpy()
             bar.update(len(chunk))
     return np.nan_to_num(out)
+
+
+def _pool(states: object, mask: object, pooling: str, n_prefix: int, n_suffix: int) -> object:
+    """``mean``: all positions; ``first``: the ``[CLS]`` position; ``inner``: the text's own positions."""
+    if pooling == "first":
+        return states[:, 0]
+    weights = mask.unsqueeze(-1).float()
+    if pooling == "inner":
+        weights = weights.clone()
+        weights[:, :n_prefix] = 0
+        lengths = mask.sum(1)
+        for row, length in enumerate(lengths.tolist()):
+            weights[row, length - n_suffix : length] = 0
+    return (states * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
 def special_frame(tokenizer: object, probe: str = "hello") -> tuple[list[int], list[int]]:

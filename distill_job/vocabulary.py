@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tokenizers import Tokenizer
@@ -24,6 +25,8 @@ class Vocabulary:
     tokenizer: Tokenizer  # the trimmed tokenizer, ids 0..n-1
     teacher_ids: list[int]  # teacher_ids[new_id] is the token's id in the teacher's tokenizer
     tokens: list[str]  # tokens[new_id]
+    # Whole words appended after the teacher's tokens: row len(teacher_ids) + i is added_words[i].
+    added_words: tuple[str, ...] = ()
 
 
 def build_vocabulary(teacher_tokenizer_json: str, remove_pattern: str | None = DEFAULT_REMOVE_PATTERN) -> Vocabulary:
@@ -70,3 +73,45 @@ def _tokens_by_id(model: dict, added_tokens: list[dict]) -> list[str | None]:
     for token, token_id in pairs:
         by_id[token_id] = token
     return by_id
+
+
+def supports_extension(vocabulary: Vocabulary) -> bool:
+    return json.loads(vocabulary.tokenizer.to_str())["model"].get("type") == "WordPiece"
+
+
+def extend_vocabulary(vocabulary: Vocabulary, words: Iterable[str], max_new: int) -> Vocabulary:
+    """Append up to ``max_new`` of ``words`` (most useful first) as whole-word tokens.
+
+    Only WordPiece vocabularies are extended: WordPiece matches the longest vocabulary
+    entry at the start of each word, so a word added to its ``vocab`` is produced as one
+    token wherever it occurs, by our tokenizer and by model2vec's alike. A word is added
+    when the tokenizer's normalizer and pre-tokenizer keep it as one piece and the
+    vocabulary would otherwise split it into several word pieces.
+    """
+    spec = json.loads(vocabulary.tokenizer.to_str())
+    if spec["model"].get("type") != "WordPiece":
+        raise DistillError(
+            f"--extend-vocab supports WordPiece tokenizers only, this teacher's is {spec['model'].get('type')}"
+        )
+    vocab: dict[str, int] = spec["model"]["vocab"]
+    normalizer, pre_tokenizer = vocabulary.tokenizer.normalizer, vocabulary.tokenizer.pre_tokenizer
+    added: list[str] = []
+    seen: set[str] = set()
+    for raw in words:
+        if len(added) >= max_new:
+            break
+        word = normalizer.normalize_str(raw) if normalizer else raw
+        pieces = pre_tokenizer.pre_tokenize_str(word) if pre_tokenizer else [(word, (0, len(word)))]
+        if len(pieces) != 1 or pieces[0][0] != word or word in vocab or word in seen:
+            continue
+        if len(vocabulary.tokenizer.encode(word, add_special_tokens=False).ids) < 2:
+            continue
+        seen.add(word)
+        added.append(word)
+    next_id = vocabulary.tokenizer.get_vocab_size(with_added_tokens=True)
+    for offset, word in enumerate(added):
+        vocab[word] = next_id + offset
+    tokenizer = Tokenizer.from_str(json.dumps(spec))
+    return Vocabulary(
+        tokenizer, vocabulary.teacher_ids, vocabulary.tokens + added, (*vocabulary.added_words, *added)
+    )
