@@ -78,26 +78,32 @@ def stop_all() -> None:
 atexit.register(stop_all)
 
 
-def _start(model_dir: Path, log_dir: Path, settings: dict[str, str]) -> ServerProcess:
-    port = free_port()
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("EMBED_") and key != "PROMETHEUS_MULTIPROC_DIR"
-    }
+def server_env(model_dir: Path, port: int, settings: dict[str, str]) -> dict[str, str]:
+    """This process's environment without any EMBED_* of its own, plus the server's settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EMBED_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     env.update(HF_HUB_OFFLINE="1", EMBED_MODEL_DIR=str(model_dir), EMBED_HOST="127.0.0.1", EMBED_PORT=str(port))
     env.update({f"EMBED_{name.upper()}": value for name, value in settings.items()})
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"server-{port}.log"
+    return env
+
+
+def launch(model_dir: Path, log_path: Path, **settings: str) -> ServerProcess:
+    """Start a server and return at once (it may fail to start: see ``wait_ready``)."""
+    port = free_port()
+    env = server_env(model_dir, port, settings)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
-    server = ServerProcess(f"http://127.0.0.1:{port}", env, process, log_path)
+    return ServerProcess(f"http://127.0.0.1:{port}", env, process, log_path)
+
+
+def wait_ready(server: ServerProcess) -> ServerProcess:
+    """Wait for /ready; a server that exits or never gets ready fails with its log."""
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
             if httpx.get(f"{server.url}/ready", timeout=1).status_code == 200:
                 return server
@@ -106,6 +112,10 @@ def _start(model_dir: Path, log_dir: Path, settings: dict[str, str]) -> ServerPr
         time.sleep(0.1)
     server.stop()
     raise RuntimeError(f"server not ready after {STARTUP_SECONDS} s:\n{server.log()}")
+
+
+def _start(model_dir: Path, log_dir: Path, settings: dict[str, str]) -> ServerProcess:
+    return wait_ready(launch(model_dir, log_dir / f"server-{time.monotonic_ns()}.log", **settings))
 
 
 # The configurations the API tests share (EMBED_* names without the prefix).

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 
 from app.model_format import CONFIG_FILE, TABLE_FILE, TOKENIZER_FILE, read_safetensors_header
-from tests.api_server import ROOT, free_port
-from tests.reliability_server import server_env, start
+from tests.api_server import ROOT, free_port, server_env
+from tests.reliability_server import start
 
 
 def run_app(model_dir: Path, **settings: str) -> tuple[int, str, str, int]:
