@@ -1,8 +1,8 @@
 """Optional API keys, sent as ``Authorization: Bearer <key>`` like the OpenAI clients do.
 
 Off when no key is configured. The presented key is compared with every configured key
-in constant time (``hmac.compare_digest``, no early exit), so response timing reveals
-neither which key nearly matched nor how many keys there are.
+in constant time (``hmac.compare_digest``, no early exit), so response timing does not
+reveal which key nearly matched (it does grow with the number of configured keys).
 """
 
 from __future__ import annotations

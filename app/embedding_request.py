@@ -57,7 +57,8 @@ def parse_embedding_request(body: object, *, max_inputs: int, vocab_size: int, w
     encoding_format = body.get("encoding_format", "float")
     if encoding_format not in ENCODING_FORMATS:
         raise invalid_request(
-            f"Invalid value for 'encoding_format': {encoding_format!r}; supported values are 'float' and 'base64'.",
+            f"Invalid value for 'encoding_format': {_shown(encoding_format)}; "
+            "supported values are 'float' and 'base64'.",
             param="encoding_format",
         )
     dimensions = body.get("dimensions")
@@ -138,6 +139,11 @@ def _check_ids(ids: list[object], where: str, vocab_size: int) -> None:
                 "Token ids must come from this model's tokenizer, not tiktoken.",
                 param=where,
             )
+
+
+def _shown(value: object) -> str:
+    """A value as the client wrote it in JSON (a string quoted, null as null)."""
+    return repr(value) if isinstance(value, str) else _json_type(value)
 
 
 def _json_type(value: object) -> str:
