@@ -112,6 +112,4 @@ def extend_vocabulary(vocabulary: Vocabulary, words: Iterable[str], max_new: int
     for offset, word in enumerate(added):
         vocab[word] = next_id + offset
     tokenizer = Tokenizer.from_str(json.dumps(spec))
-    return Vocabulary(
-        tokenizer, vocabulary.teacher_ids, vocabulary.tokens + added, (*vocabulary.added_words, *added)
-    )
+    return Vocabulary(tokenizer, vocabulary.teacher_ids, vocabulary.tokens + added, (*vocabulary.added_words, *added))
