@@ -14,8 +14,9 @@ Policies, chosen to match model2vec's ``encode`` so that vectors agree:
   decide (the service rejects or truncates by its configured limit, visibly).
 * A text's vector does not depend on the other texts in its batch, bit for bit: each
   text's rows are added one after the other in float32, in token order, whatever the
-  batch (so a server may batch requests together and still answer exactly what
-  ``encode([text])`` gives).
+  batch (texts longer than the ~2 MB block: float32 sums per block, added in float64), so
+  a server may batch requests together and still answer exactly what ``encode([text])``
+  gives.
 
 How it is fast (see docs/performance.md for the measurements):
 
@@ -55,6 +56,8 @@ _BLOCK_BYTES = 2 << 20
 # Below this many tokens a batch is pooled on the calling thread alone.
 _PARALLEL_MIN_TOKENS = 32_768
 _POOL_THREADS = 2
+# Texts at least this long that are not plain ASCII are tokenized in runs of words.
+_SPLIT_MIN_CHARS = 1000
 # Converted tables kept in the temp directory (30 MB each for the default model).
 _KEEP_CONVERTED_TABLES = 4
 
@@ -117,18 +120,36 @@ class Encoder:
         if plain is None:
             encodings = self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
             return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
-        is_plain = [text.isascii() and text.isprintable() for text in batch]
+        is_plain = [_is_plain(text) for text in batch]
         if all(is_plain):
             encodings = plain.encode_batch_fast(batch, add_special_tokens=False)
             return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
         # Mixed batch: plain texts through the cheap normalizer, the rest through the full one.
-        id_lists: list[list[int]] = [[]] * len(batch)
-        for tokenizer, wanted in ((plain, True), (self.tokenizer, False)):
-            positions = [i for i, flag in enumerate(is_plain) if flag is wanted]
-            if positions:
-                encodings = tokenizer.encode_batch_fast([batch[i] for i in positions], add_special_tokens=False)
-                for i, encoding in zip(positions, encodings, strict=True):
-                    id_lists[i] = encoding.ids
+        # Long texts that are not plain are cut at spaces into runs of plain and other words:
+        # BERT's pre-tokenizer splits at spaces anyway, so the ids are the same.
+        plain_pieces: list[str] = []
+        other_pieces: list[str] = []
+        layouts: list[list[tuple[bool, int]]] = []
+        for text, flag in zip(batch, is_plain, strict=True):
+            if flag or len(text) < _SPLIT_MIN_CHARS:
+                pieces = plain_pieces if flag else other_pieces
+                layouts.append([(flag, len(pieces))])
+                pieces.append(text)
+                continue
+            layout = []
+            for run_is_plain, words in itertools.groupby(text.split(" "), key=_is_plain):
+                pieces = plain_pieces if run_is_plain else other_pieces
+                layout.append((run_is_plain, len(pieces)))
+                pieces.append(" ".join(words))
+            layouts.append(layout)
+        plain_ids = [e.ids for e in plain.encode_batch_fast(plain_pieces, add_special_tokens=False)]
+        other_ids = [e.ids for e in self.tokenizer.encode_batch_fast(other_pieces, add_special_tokens=False)]
+        id_lists = [
+            (plain_ids if layout[0][0] else other_ids)[layout[0][1]]
+            if len(layout) == 1
+            else list(itertools.chain.from_iterable((plain_ids if f else other_ids)[i] for f, i in layout))
+            for layout in layouts
+        ]
         return TokenBatch.from_id_lists(id_lists)
 
     def encode(self, texts: Sequence[str], dimensions: int | None = None) -> np.ndarray:
@@ -227,15 +248,20 @@ def _sum_block(
 
 
 def _sum_long_text(table: np.ndarray, ids: np.ndarray, total: np.ndarray, rows: np.ndarray) -> None:
-    """Rows of one text longer than the buffer, added in order onto ``total``."""
+    """Rows of one text longer than the buffer: float32 sums per buffer, added up in float64.
+
+    A float32 running sum over tens of thousands of rows drifts by ~1e-5; per-buffer sums
+    of at most a few thousand rows, carried in float64, stay near 1e-6.
+    """
     size = len(rows)
+    carried = np.zeros(len(total), dtype=np.float64)
     for offset in range(0, len(ids), size):
         chunk = ids[offset : offset + size]
         part = rows[: len(chunk)]
         np.take(table, chunk, axis=0, out=part, mode="clip")
-        if offset:
-            part[0] += total  # keeps strict token order: ((total + r0) + r1) + ...
         np.add.reduce(part, axis=0, out=total)
+        carried += total
+    total[:] = carried
 
 
 def _plan_blocks(sorted_lengths: np.ndarray, block_rows: int) -> list[tuple[int, int]]:
@@ -379,6 +405,11 @@ def _forget_old_tables(directory: Path, keep: Path) -> None:
     for old in tables[_KEEP_CONVERTED_TABLES:]:
         if old != keep:
             old.unlink(missing_ok=True)
+
+
+def _is_plain(text: str) -> bool:
+    """Printable ASCII: BERT's normalizer only lowercases it."""
+    return text.isascii() and text.isprintable()
 
 
 _PLAIN_SAMPLES = (
