@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from app.auth import APIKeys
 from app.disconnects import CancelOnDisconnect
 from app.embedding_service import EmbeddingService, TokenLimits
+from app.embeddings_endpoint import EmbeddingsEndpoint
 from app.encoder import Encoder
 from app.errors import install_error_handlers
 from app.metrics import HTTPMetricsMiddleware, Metrics
@@ -76,6 +77,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
+    # Innermost middleware: answers POST /v1/embeddings in front of the router.
+    app.add_middleware(EmbeddingsEndpoint, state=state)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -16,10 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import PlainTextResponse, Response
 
 from app.auth import APIKeys
-from app.embedding_request import parse_embedding_request
-from app.embedding_response import render_embeddings
 from app.embedding_service import EmbeddingService
-from app.errors import SERVER_ERROR, APIError, invalid_request
+from app.embeddings_endpoint import answer
+from app.errors import APIError
 from app.metrics import Metrics
 from app.model_catalog import ModelCatalog
 
@@ -105,15 +104,6 @@ _ERRORS: dict[int | str, dict[str, object]] = {
         503: "Not ready or shutting down",
     }.items()
 }
-_REJECTION_REASONS = {
-    400: "invalid_request",
-    401: "unauthorized",
-    404: "model_not_found",
-    413: "body_too_large",
-    429: "queue_full",
-    503: "not_ready",
-}
-
 router = APIRouter()
 
 
@@ -129,24 +119,12 @@ router = APIRouter()
     },
 )
 async def create_embeddings(request: Request) -> Response:
-    state = _state(request)
+    """Declared for the OpenAPI schema; ``EmbeddingsEndpoint`` answers these requests before the router."""
     try:
-        state.keys.check(request.headers.get("authorization"))
-        if not state.ready:
-            raise APIError(
-                503, "The model is not loaded yet.", type=SERVER_ERROR, code="not_ready", headers={"Retry-After": "1"}
-            )
-        body = await read_json_body(request, state.max_body_bytes)
-        encoder = state.service.encoder
-        parsed = parse_embedding_request(
-            body, max_inputs=state.max_request_inputs, vocab_size=encoder.vocab_size, width=encoder.dimensions
-        )
-        model = state.catalog.resolve(parsed.model)
-        result = await state.service.embed(parsed)
+        payload = await answer(_state(request), request.headers, request.stream())
     except APIError as exc:
-        state.metrics.rejected.labels(_REJECTION_REASONS.get(exc.status, "other")).inc()
-        raise
-    return Response(render_embeddings(result, model=model, encoding_format=parsed.encoding_format), media_type=JSON)
+        return exc.response()
+    return Response(payload, media_type=JSON)
 
 
 @router.get("/v1/models", dependencies=[Depends(_require_key)], responses=_ERRORS)
@@ -178,45 +156,3 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     content, content_type = _state(request).metrics.exposition()
     return Response(content, media_type=content_type)
-
-
-async def read_json_body(request: Request, max_bytes: int) -> object:
-    """The decoded JSON body; 413 as soon as it is known to exceed ``max_bytes``."""
-    content_type = request.headers.get("content-type", JSON).partition(";")[0].strip().lower()
-    if content_type != JSON and not content_type.endswith("+json"):
-        raise invalid_request(
-            f"The body must be JSON sent with 'Content-Type: application/json', not {content_type[:100]!r}.",
-            code="unsupported_media_type",
-        )
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(int(declared), max_bytes)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise _too_large(size, max_bytes)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        try:
-            raw.decode("utf-8")
-            reason = f"{exc.msg} at position {exc.pos}"
-        except UnicodeDecodeError as bad:
-            reason = f"byte {bad.start} is not valid UTF-8"
-        raise invalid_request(
-            f"We could not parse the JSON body of your request ({reason}). The body must be "
-            "a JSON object in UTF-8; send it with 'Content-Type: application/json'."
-        ) from None
-
-
-def _too_large(size: int, max_bytes: int) -> APIError:
-    return APIError(
-        413,
-        f"The request body ({size} bytes or more) exceeds the limit of {max_bytes} bytes. "
-        "Send fewer or shorter inputs per request.",
-        code="request_too_large",
-    )
