@@ -76,7 +76,7 @@ def tiny_model_dir(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture(scope="session")
 def default_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The real default teacher (all-MiniLM-L6-v2), distilled once per test run (~10 s)."""
+    """The real default teacher (all-MiniLM-L6-v2), distilled once per test run (30 s to 2 min)."""
     return _distill(None, tmp_path_factory.mktemp("default") / "model")
 
 
