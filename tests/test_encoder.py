@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from app.encoder import Encoder, TokenBatch
 from app.model_format import load_model
@@ -13,6 +15,12 @@ from app.model_format import load_model
 
 @pytest.fixture(scope="module")
 def encoder(default_model_dir: Path) -> Encoder:
+    return Encoder(load_model(default_model_dir))
+
+
+@pytest.fixture(scope="session")
+def default_encoder(default_model_dir: Path) -> Encoder:
+    """Session-scoped, as hypothesis wants for fixtures shared by its examples."""
     return Encoder(load_model(default_model_dir))
 
 
@@ -119,3 +127,30 @@ def test_stored_dtypes_decode_to_the_same_vectors(
     converted = Encoder(load_model(tmp_path / dtype))
     cosines = (converted.encode(real_sentences) * encoder.encode(real_sentences)).sum(axis=1)
     assert cosines.min() >= min_cosine
+
+
+def _full_tokenizer_ids(encoder: Encoder, text: str) -> list[int]:
+    return encoder.tokenizer.encode(text, add_special_tokens=False).ids
+
+
+def test_fast_tokenization_paths_give_the_tokenizers_own_ids(encoder: Encoder, real_sentences: list[str]) -> None:
+    """Plain-ASCII and word-run shortcuts must give exactly the model tokenizer's ids."""
+    mixed = [
+        "Café déjà vu — naïve coöperation, 東京 and Zürich!\tTabs\nnewlines\x00NUL \u200b zero-width",
+        "ÀÉÎÕÜ ÿ ß ﬁ ligature ½ ² Ⅻ \U0001f9ff emoji",
+    ]
+    long_mixed = " ".join(real_sentences[:40] + mixed * 20)  # over the word-run threshold
+    texts = [*real_sentences[:20], *mixed, long_mixed, long_mixed.upper(), "  leading and  double  spaces  "]
+    batch = encoder.tokenize(texts)
+    offsets = np.concatenate([[0], np.cumsum(batch.lengths)])
+    for i, text in enumerate(texts):
+        assert batch.ids[offsets[i] : offsets[i + 1]].tolist() == _full_tokenizer_ids(encoder, text), text[:80]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.text(min_size=0, max_size=1500), min_size=1, max_size=4))
+def test_tokenize_matches_the_tokenizer_on_any_text(default_encoder: Encoder, texts: list[str]) -> None:
+    batch = default_encoder.tokenize(texts)
+    offsets = np.concatenate([[0], np.cumsum(batch.lengths)])
+    for i, text in enumerate(texts):
+        assert batch.ids[offsets[i] : offsets[i + 1]].tolist() == _full_tokenizer_ids(default_encoder, text)
