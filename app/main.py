@@ -32,9 +32,11 @@ from app.settings import Settings
 logger = logging.getLogger("app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, model: StaticModel | None = None) -> FastAPI:
+    """The app for ``settings``; ``model`` is an already checked model to serve instead of loading it again."""
     settings = settings or Settings.from_env()
-    model = load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
+    if model is None:
+        model = load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
     encoder = Encoder(model)
     catalog = ModelCatalog(
         name=served_model_name(settings.model_name, model.metadata, settings.model_dir),

@@ -27,6 +27,10 @@ from tests.reliability_server import assert_error_envelope, assert_still_serving
 QUEUE_BOUND = 64
 REQUEST_INPUTS = 64
 CONCURRENT = 48
+# The lead must still be encoding when the burst's refusals come back: about 700k tokens,
+# a second or more of work even for the fast encoder, over the default per-request limit.
+LEAD_SENTENCES = 30
+LEAD_TOKENS_LIMIT = 2_000_000
 
 
 def rss_bytes(pid: int) -> int:
@@ -50,6 +54,7 @@ def server(default_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         tmp_path_factory.mktemp("overload") / "server.log",
         max_queue_inputs=str(QUEUE_BOUND),
         max_batch_inputs=str(REQUEST_INPUTS),
+        max_request_tokens=str(LEAD_TOKENS_LIMIT),
     )
     yield running
     running.stop()
@@ -64,7 +69,7 @@ def _requests() -> tuple[list[str], list[list[str]]]:
     """A lead request of 2048 long texts (it keeps the encoder busy for a while), then CONCURRENT
     distinct requests of REQUEST_INPUTS real sentences each."""
     sentences = sts_sentences(1000)
-    lead = [" ".join(sentences[(i + k) % len(sentences)] for k in range(8)) for i in range(2048)]
+    lead = [" ".join(sentences[(i + k) % len(sentences)] for k in range(LEAD_SENTENCES)) for i in range(2048)]
     long_texts = [" ".join(sentences[i : i + 12]) for i in range(len(sentences) - 12)]
     batches = [
         [long_texts[(r * 7 + i) % len(long_texts)] + f" request {r}" for i in range(REQUEST_INPUTS)]
