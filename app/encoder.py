@@ -390,8 +390,12 @@ def _cached_float32_table(model: StaticModel) -> np.ndarray:
     if not path.is_file() or path.stat().st_size != 4 * shape[0] * shape[1]:
         converted = _convert(model)
         partial = path.with_suffix(f".{os.getpid()}.tmp")
-        converted.tofile(partial)
-        os.replace(partial, path)  # atomic: a concurrent reader sees no file or a whole one
+        try:
+            converted.tofile(partial)
+            os.replace(partial, path)  # atomic: a concurrent reader sees no file or a whole one
+        except OSError:
+            partial.unlink(missing_ok=True)  # a full temp directory must not keep half a table
+            raise
         _forget_old_tables(directory, keep=path)
     return np.asarray(np.memmap(path, dtype=np.float32, mode="r", shape=shape))
 
