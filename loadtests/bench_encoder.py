@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from app.encoder import Encoder
 from app.model_format import TOKENIZER_FILE, load_model
 from loadtests import corpora
-from loadtests.report import machine_facts, write_json
+from loadtests.report import machine_facts, print_targets, write_json
 
 SYSTEMS = ("ours", "model2vec", "tokenize")
 CALL_SIZES: tuple[int | None, ...] = (1, 16, 128, None)  # None: the whole corpus in one call
@@ -226,11 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     print_table(cells, facts)
     found = targets(cells)
     print()
-    for target in found:
-        mark = "met " if target["met"] else "MISS"
-        per_cpu = target.get("value_per_cpu_second")
-        extra = f"; per CPU-second {per_cpu:.2f}" if per_cpu is not None else ""
-        print(f"[{mark}] {target['target']}: {target['value']:.2f} (bar {target['bar']}{extra})")
+    print_targets(found)
     write_json(
         args.output,
         {

@@ -31,7 +31,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from loadtests import corpora, load_generators, servers
-from loadtests.report import machine_facts, write_json
+from loadtests.report import machine_facts, print_targets, write_json
 
 CONCURRENCY = (1, 8, 64, 256)
 INPUTS = (1, 16, 128)
@@ -334,10 +334,7 @@ def main(argv: list[str] | None = None) -> int:
     for run in runs:
         rate = run["in_process_16"]
         print(f"in-process encoder, calls of 16 sentences ({run['workers']}w run): {rate:,.0f} texts/s")
-    for target in found:
-        print(
-            f"[{'met ' if target['met'] else 'MISS'}] {target['target']}: {target['value']:.2f} (bar {target['bar']})"
-        )
+    print_targets(found)
     for note in notes:
         print(f"note: {note}")
     write_json(

@@ -48,3 +48,12 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     data.setdefault("machine", machine_facts())
     data["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def print_targets(found: list[dict[str, Any]]) -> None:
+    """One line per target: met or MISS, the measured ratio, the bar (and the per-CPU-second ratio if any)."""
+    for target in found:
+        mark = "met " if target["met"] else "MISS"
+        per_cpu = target.get("value_per_cpu_second")
+        extra = f"; per CPU-second {per_cpu:.2f}" if per_cpu is not None else ""
+        print(f"[{mark}] {target['target']}: {target['value']:.2f} (bar {target['bar']}{extra})")
