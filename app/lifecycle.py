@@ -33,7 +33,7 @@ def preflight(settings: Settings) -> StaticModel:
     try:
         model = load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
         _check_finite(model)
-        _check_test_encode(model)
+        check_test_encode(Encoder(model))
     except ModelFormatError:
         raise
     except Exception as exc:  # anything else (I/O, memory) still gets one line
@@ -55,11 +55,12 @@ def _check_finite(model: StaticModel) -> None:
         raise ModelFormatError(f"{model.path}: the per-row scales hold NaN or infinite values; the file is corrupted")
 
 
-def _check_test_encode(model: StaticModel) -> None:
-    vector = Encoder(model).encode(["The quick brown fox jumps over the lazy dog."])
+def check_test_encode(encoder: Encoder) -> None:
+    """Encode one sentence: a finite vector of norm 1 (or 0 if no token is known), or the model is unusable."""
+    vector = encoder.encode(["The quick brown fox jumps over the lazy dog."])
     norm = float(np.linalg.norm(vector))
-    if vector.shape != (1, model.dimensions) or not (abs(norm - 1.0) < 1e-3 or norm == 0.0):
-        raise ModelFormatError(f"{model.path}: a test encode gave shape {vector.shape} and norm {norm}")
+    if vector.shape != (1, encoder.dimensions) or not (abs(norm - 1.0) < 1e-3 or norm == 0.0):
+        raise ModelFormatError(f"{encoder.model.path}: a test encode gave shape {vector.shape} and norm {norm}")
 
 
 def _exit_zero(signum: int, frame: FrameType | None) -> None:

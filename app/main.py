@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-import numpy as np
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
@@ -22,6 +21,7 @@ from app.embedding_service import EmbeddingService, TokenLimits
 from app.embeddings_endpoint import EmbeddingsEndpoint
 from app.encoder import Encoder
 from app.errors import install_error_handlers
+from app.lifecycle import check_test_encode
 from app.metrics import HTTPMetricsMiddleware, Metrics
 from app.model_catalog import ModelCatalog, served_model_name
 from app.model_format import TABLE_FILE, StaticModel, load_model
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, model: StaticModel | None = Non
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIDMiddleware)  # outermost: every response and log line carries the id
 
-    _self_test(encoder)
+    check_test_encode(encoder)
     state.ready = True
     logger.info(
         "serving %s from %s (%d tokens x %d dims)",
@@ -102,14 +102,6 @@ def create_app(settings: Settings | None = None, model: StaticModel | None = Non
         encoder.dimensions,
     )
     return app
-
-
-def _self_test(encoder: Encoder) -> None:
-    """Encode one sentence: the table is readable and gives a finite vector of norm 1 (or 0 if no token is known)."""
-    vector = encoder.encode(["The quick brown fox jumps over the lazy dog."])
-    norm = float(np.linalg.norm(vector)) if np.isfinite(vector).all() else float("nan")
-    if vector.shape != (1, encoder.dimensions) or not (abs(norm - 1.0) < 1e-3 or norm == 0.0):
-        raise RuntimeError(f"the model's test encode gave shape {vector.shape} and norm {norm}, not a unit vector")
 
 
 def _created_timestamp(model: StaticModel) -> int:

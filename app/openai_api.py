@@ -17,12 +17,10 @@ from starlette.responses import PlainTextResponse, Response
 
 from app.auth import APIKeys
 from app.embedding_service import EmbeddingService
-from app.embeddings_endpoint import answer
+from app.embeddings_endpoint import JSON, answer
 from app.errors import APIError
 from app.metrics import Metrics
 from app.model_catalog import ModelCatalog
-
-JSON = "application/json"
 
 
 class CreateEmbeddingRequest(BaseModel):
