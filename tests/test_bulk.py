@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import signal
 import subprocess
@@ -20,7 +21,9 @@ from app.bulk.cli import main
 from app.bulk.local_job import run_local
 from app.bulk.manifest import MANIFEST_FILE
 from app.bulk.options import BulkOptions
+from app.bulk.planning import plan_chunks, read_planned_chunk
 from app.bulk.progress import ProgressLine
+from app.bulk.readers import read_chunks
 from app.bulk.writers import ParquetParts
 from app.encoder import Encoder
 from app.model_format import load_model
@@ -344,3 +347,26 @@ def test_help_runs_as_a_module() -> None:
         [sys.executable, "-m", "app.bulk", "--help"], cwd=ROOT, capture_output=True, text=True, check=True
     )
     assert "--skip-bad-rows" in result.stdout and "--ray-address" in result.stdout
+
+
+@pytest.mark.parametrize("input_format", ["jsonl", "csv", "parquet"])
+@pytest.mark.parametrize("chunk_size", [1, 7, 1000])
+def test_planned_chunks_hold_every_row_once_with_its_line(tmp_path: Path, input_format: str, chunk_size: int):
+    """The Ray job's plan (chunks read independently) sees the rows and bad rows the local reader sees."""
+    texts = [f"text number {n}" + " long" * (n % 13) for n in range(60)]
+    source = _write_input(tmp_path / "in", input_format, texts)
+    if input_format == "jsonl":  # a byte order mark, blank lines, a bad line and no final line break
+        lines = source.read_bytes().splitlines()
+        lines[5] = b"{broken"
+        source.write_bytes(b"\xef\xbb\xbf" + b"\n".join([*lines[:20], b"", b"  ", *lines[20:]]))
+    options = BulkOptions(source, tmp_path / "out", tmp_path, input_format, chunk_size=chunk_size)
+    expected = list(read_chunks(options))
+    plan = plan_chunks(options)
+    assert [planned.index for planned in plan] == list(range(len(plan)))
+    assert plan[0].start.offset == 0 and all(a.end == b.start for a, b in itertools.pairwise(plan))
+    chunks = [read_planned_chunk(options, planned) for planned in plan]
+    assert [i for chunk in chunks for i in chunk.ids] == [i for chunk in expected for i in chunk.ids]
+    assert [t for chunk in chunks for t in chunk.texts] == [t for chunk in expected for t in chunk.texts]
+    bad = [row for chunk in chunks for row in chunk.bad_rows]
+    assert bad == [row for chunk in expected for row in chunk.bad_rows]
+    assert [row.where for row in bad] == (["line 6"] if input_format == "jsonl" else [])

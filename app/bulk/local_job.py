@@ -87,7 +87,7 @@ def run_local(options: BulkOptions, writer: PartWriter | None = None) -> BulkSum
     writer = writer or make_writer(options.output_format, options.output)
     manifest = Manifest.open(options.output, describe_run(options, encoder.model, width), options.overwrite)
     if manifest.done is not None:
-        return _summary(manifest, 0, started, [], already_complete=True)
+        return summarize(manifest, 0, started, [], already_complete=True)
 
     first_index, start = manifest.resume_point()
     done_before = sum(chunk.end.offset - chunk.start.offset for chunk in manifest.finished.values())
@@ -100,10 +100,17 @@ def run_local(options: BulkOptions, writer: PartWriter | None = None) -> BulkSum
         raise
     progress.close()
 
+    return finish_output(options, manifest, writer, width, pipeline.chunks_this_run, started)
+
+
+def finish_output(
+    options: BulkOptions, manifest: Manifest, writer: PartWriter, width: int, chunks_this_run: int, started: float
+) -> BulkSummary:
+    """Once every chunk is finished: assemble the output, merge the bad-row reports, mark the run done."""
     indexes = sorted(manifest.finished)
     outputs = writer.finish(indexes, width, options.dtype)
     chunk_reports = _merge_bad_row_reports(options.output, indexes)
-    summary = _summary(manifest, pipeline.chunks_this_run, started, outputs)
+    summary = summarize(manifest, chunks_this_run, started, outputs)
     manifest.mark_done({"rows": summary.rows, "bad_rows": summary.bad_rows, "chunks": summary.chunks})
     writer.remove_parts(indexes)
     for path in chunk_reports:
@@ -111,7 +118,30 @@ def run_local(options: BulkOptions, writer: PartWriter | None = None) -> BulkSum
     return summary
 
 
-def _summary(
+def encode_chunk(encoder: Encoder, texts: list[str], width: int, dtype: str, batch_size: int) -> np.ndarray:
+    """The chunk's vectors, encoded ``batch_size`` texts at a time (large enough for every core, cache-sized)."""
+    vectors = np.empty((len(texts), width), dtype=dtype)
+    for first in range(0, len(texts), batch_size):
+        batch = texts[first : first + batch_size]
+        vectors[first : first + len(batch)] = encoder.encode(batch, width)
+    return vectors
+
+
+def bad_row_error(options: BulkOptions, chunk: Chunk) -> BulkError:
+    bad = chunk.bad_rows[0]
+    return BulkError(
+        f"{options.input} {bad.where}: {bad.error}; fix it, or pass --skip-bad-rows "
+        "to skip such rows and list them in a report"
+    )
+
+
+def write_bad_rows(output: Path, chunk: Chunk) -> None:
+    """The chunk's bad rows, kept beside its part until the run is done, then merged in input order."""
+    lines = [orjson.dumps({bad.unit: bad.number, "error": bad.error}) + b"\n" for bad in chunk.bad_rows]
+    (output / f"_bad_rows.{part_name(chunk.index)}.jsonl").write_bytes(b"".join(lines))
+
+
+def summarize(
     manifest: Manifest, chunks_this_run: int, started: float, outputs: list[Path], already_complete: bool = False
 ) -> BulkSummary:
     finished = manifest.finished.values()
@@ -188,11 +218,7 @@ class _Pipeline:
         try:
             for chunk in read_chunks(self.options, start, first_index):
                 if chunk.bad_rows and not self.options.skip_bad_rows:
-                    bad = chunk.bad_rows[0]
-                    raise BulkError(
-                        f"{self.options.input} {bad.where}: {bad.error}; fix it, or pass --skip-bad-rows "
-                        "to skip such rows and list them in a report"
-                    )
+                    raise bad_row_error(self.options, chunk)
                 if chunk.index in self.manifest.finished:
                     continue  # finished by an earlier run that stopped while later chunks were in flight
                 if not self._put(chunk):
@@ -212,26 +238,18 @@ class _Pipeline:
             self._process(chunk)
 
     def _process(self, chunk: Chunk) -> None:
-        size = self.options.batch_size
-        vectors = np.empty((len(chunk.texts), self.width), dtype=self.options.dtype)
-        for first in range(0, len(chunk.texts), size):
-            batch = chunk.texts[first : first + size]
-            vectors[first : first + len(batch)] = self.encoder.encode(batch, self.width)
-            if self.stop.is_set():
-                return
+        options = self.options
+        vectors = encode_chunk(self.encoder, chunk.texts, self.width, options.dtype, options.batch_size)
+        if self.stop.is_set():
+            return
         self.writer.write_part(chunk.index, chunk.ids, vectors)
         if chunk.bad_rows:
-            _write_bad_rows(self.options.output / f"_bad_rows.{part_name(chunk.index)}.jsonl", chunk)
+            write_bad_rows(options.output, chunk)
         finished = FinishedChunk(chunk.index, len(chunk.ids), len(chunk.bad_rows), chunk.start, chunk.end)
         with self._record_lock:
             self.manifest.record(finished)
             self.chunks_this_run += 1
         self.progress.advance(chunk.end.offset - chunk.start.offset, len(chunk.ids))
-
-
-def _write_bad_rows(path: Path, chunk: Chunk) -> None:
-    lines = [orjson.dumps({bad.unit: bad.number, "error": bad.error}) + b"\n" for bad in chunk.bad_rows]
-    path.write_bytes(b"".join(lines))
 
 
 def _merge_bad_row_reports(output: Path, indexes: list[int]) -> list[Path]:

@@ -1,144 +1,77 @@
-"""The bulk job on a Ray cluster: Ray Data ``read_*`` -> ``map_batches`` -> ``write_parquet``.
+"""The bulk job on a Ray cluster: planned chunks -> Ray Data ``map_batches`` -> part files.
 
-Ray already knows how to split files into blocks, schedule them on every node, retry
-failed tasks and stream blocks to storage; this module only supplies the embedding step.
-``EmbedBatches`` is a callable class, so Ray keeps one instance per actor (one worker
-process, one CPU) and the model is loaded once per actor, by memory map: actors on one
-node share the table in the page cache. The input, the model directory and the output
-must be paths every node can read (a shared filesystem).
+The driver cuts the input into chunks (``planning.py``: byte spans of JSONL lines,
+row ranges of Parquet, chunk positions of CSV), and Ray Data hands them to a pool of
+actors. ``EmbedChunks`` is a callable class, so Ray keeps one instance per actor (one
+worker process, one CPU): the model is loaded once per actor, by memory map, and the
+actors of one node share the table in the page cache. Each actor reads its chunk
+straight from the shared input, embeds it and writes ``part-<index>`` itself, with the
+local job's readers and writers: same row checks, same bad-row report (by line), same
+output layout and order.
 
-Rows are judged by the same rules as the local job. Ray splits files across nodes, so a
-bad row is named by its id (CSV, Parquet) or by its content (a JSONL line that is not
-JSON has no id) rather than by a line number. There is no manifest: Ray re-runs tasks
-lost with a worker or node itself, and a rerun starts over (``--overwrite``).
+The driver records each finished chunk in the same manifest as the local job, as the
+results stream back. Ray re-runs a task lost with a worker or node; a job stopped as a
+whole (driver killed, cluster gone, a bad row) resumes when rerun: chunks whose part is
+recorded are not planned again. The input, the model directory and the output must be
+paths every node can read (a shared filesystem).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
 
-from app.bulk.local_job import BAD_ROWS_FILE, BulkSummary, load_encoder
+from app.bulk.local_job import (
+    BulkSummary,
+    bad_row_error,
+    describe_run,
+    encode_chunk,
+    finish_output,
+    load_encoder,
+    summarize,
+    write_bad_rows,
+)
+from app.bulk.manifest import FinishedChunk, Manifest
 from app.bulk.options import BulkError, BulkOptions
-from app.bulk.readers import RowError, checked_row, parse_json_line
-from app.bulk.writers import vectors_table
+from app.bulk.planning import PlannedChunk, plan_chunks, read_planned_chunk
+from app.bulk.progress import ProgressLine
+from app.bulk.readers import Position, input_extent
+from app.bulk.writers import make_writer
 from app.encoder import Encoder
 from app.model_format import load_model
 
-BAD_ROWS_DIR = "_bad_rows"
-_QUOTE_CHARS = 120  # how much of an unreadable JSONL line an error message quotes
+_PLAN_COLUMNS = ("index", "start_offset", "start_line", "end_offset", "end_line")
 
 
-class EmbedBatches:
-    """Ray Data UDF: a pyarrow batch of input rows in, a pyarrow table (id, vector) out."""
+class EmbedChunks:
+    """Ray Data UDF: planned chunks in (one per call), ``{index, rows, bad_rows}`` of each out."""
 
-    def __init__(
-        self,
-        model_dir: str,
-        input_format: str,
-        id_field: str,
-        text_field: str,
-        dimensions: int,
-        dtype: str,
-        batch_size: int,
-        skip_bad_rows: bool,
-        output: str,
-    ) -> None:
-        self.encoder = Encoder(load_model(model_dir))
-        self.input_format = input_format
-        self.id_field = id_field
-        self.text_field = text_field
-        self.dimensions = dimensions
-        self.dtype = dtype
-        self.batch_size = batch_size
-        self.skip_bad_rows = skip_bad_rows
-        self.bad_rows_dir = Path(output) / BAD_ROWS_DIR
+    def __init__(self, options: BulkOptions, width: int) -> None:
+        self.options = options
+        self.width = width
+        self.encoder = Encoder(load_model(options.model_dir))
+        self.writer = make_writer(options.output_format, options.output)
 
-    def __call__(self, batch: Any) -> Any:
-        ids, texts, bad = self._rows(batch)
-        if bad and not self.skip_bad_rows:
-            where, error = bad[0]
-            raise BulkError(f"{where}: {error}; fix it, or pass --skip-bad-rows to skip such rows and list them")
-        if bad:
-            self._report(bad)
-        vectors = np.empty((len(texts), self.dimensions), dtype=self.dtype)
-        for first in range(0, len(texts), self.batch_size):
-            part = texts[first : first + self.batch_size]
-            vectors[first : first + len(part)] = self.encoder.encode(part, self.dimensions)
-        return vectors_table(ids, vectors)
-
-    def _rows(self, batch: Any) -> tuple[list[str], list[str], list[tuple[str, str]]]:
-        ids: list[str] = []
-        texts: list[str] = []
-        bad: list[tuple[str, str]] = []
-        if self.input_format == "jsonl":  # read_text: one row per line, in column "text"
-            for line in batch.column("text").to_pylist():
-                try:
-                    record_id, text = parse_json_line(line, self.id_field, self.text_field)
-                except RowError as exc:
-                    bad.append((f"line {line[:_QUOTE_CHARS]!r}", str(exc)))
-                else:
-                    ids.append(record_id)
-                    texts.append(text)
-            return ids, texts, bad
-        raw_ids = batch.column(self.id_field).to_pylist()
-        for record_id, text in zip(raw_ids, batch.column(self.text_field).to_pylist(), strict=True):
-            try:
-                record_id, text = checked_row(record_id, text, self.id_field, self.text_field)
-            except RowError as exc:
-                bad.append((f"row with id {record_id!r}", str(exc)))
-            else:
-                ids.append(record_id)
-                texts.append(text)
-        return ids, texts, bad
-
-    def _report(self, bad: list[tuple[str, str]]) -> None:
-        self.bad_rows_dir.mkdir(parents=True, exist_ok=True)
-        lines = [orjson.dumps({"row": where, "error": error}) + b"\n" for where, error in bad]
-        (self.bad_rows_dir / f"{uuid.uuid4().hex}.jsonl").write_bytes(b"".join(lines))
-
-
-def _read(ray: Any, options: BulkOptions) -> Any:
-    path = str(options.input.resolve())
-    if options.input_format == "jsonl":
-        return ray.data.read_text(path)
-    if options.input_format == "csv":
-        import pyarrow as pa
-        from pyarrow import csv
-
-        columns = [options.id_field, options.text_field]
-        return ray.data.read_csv(
-            path,
-            parse_options=csv.ParseOptions(delimiter=options.delimiter, newlines_in_values=True),
-            convert_options=csv.ConvertOptions(
-                column_types=dict.fromkeys(columns, pa.string()), include_columns=columns
-            ),
-        )
-    return ray.data.read_parquet(path, columns=[options.id_field, options.text_field])
-
-
-def _prepare_output(output: Path, overwrite: bool) -> None:
-    if output.exists() and any(output.iterdir()):
-        ours = [p for p in output.iterdir() if p.suffix == ".parquet" or p.name in {BAD_ROWS_FILE, BAD_ROWS_DIR}]
-        if not overwrite or len(ours) != len(list(output.iterdir())):
-            raise BulkError(
-                f"output directory {output} is not empty; a Ray run starts over: pass --overwrite to replace "
-                "an earlier Ray run's output, or choose a new directory"
-            )
-        for path in ours:
-            if path.is_dir():
-                for child in path.iterdir():
-                    child.unlink()
-                path.rmdir()
-            else:
-                path.unlink()
-    output.mkdir(parents=True, exist_ok=True)
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        options = self.options
+        done: list[tuple[int, int, int]] = []
+        for values in zip(*(batch[column].tolist() for column in _PLAN_COLUMNS), strict=True):
+            index, start_offset, start_line, end_offset, end_line = values
+            planned = PlannedChunk(index, Position(start_offset, start_line), Position(end_offset, end_line))
+            chunk = read_planned_chunk(options, planned)
+            if chunk.bad_rows and not options.skip_bad_rows:
+                raise bad_row_error(options, chunk)
+            vectors = encode_chunk(self.encoder, chunk.texts, self.width, options.dtype, options.batch_size)
+            self.writer.write_part(chunk.index, chunk.ids, vectors)
+            if chunk.bad_rows:
+                write_bad_rows(options.output, chunk)
+            done.append((chunk.index, len(chunk.ids), len(chunk.bad_rows)))
+        indexes, rows, bad_rows = zip(*done, strict=True) if done else ((), (), ())
+        return {"index": np.array(indexes), "rows": np.array(rows), "bad_rows": np.array(bad_rows)}
 
 
 _REMOTE_ERROR_PREFIX = f"{BulkError.__module__}.{BulkError.__qualname__}: "
@@ -165,73 +98,70 @@ def run_on_ray(options: BulkOptions, address: str | None = None, workers: int | 
     except ImportError:
         raise BulkError("--ray needs Ray: pip install 'static-embed[ray]'") from None
     started = time.perf_counter()
-    if options.output_format != "parquet":
-        raise BulkError("--ray writes Parquet only (Ray Data's write_parquet); drop --output-format npy")
-    if not options.input.exists():
-        raise BulkError(f"input {options.input} does not exist")
-    _encoder, width = load_encoder(options)  # fail fast on the driver for a bad model or --dimensions
-    output = options.output.resolve()
-    _prepare_output(output, options.overwrite)
+    if not options.input.is_file():
+        raise BulkError(f"input {options.input} does not exist or is not a file")
+    encoder, width = load_encoder(options)  # fail fast on the driver for a bad model or --dimensions
+    # Workers on other nodes get these paths: make them absolute.
+    options = dataclasses.replace(
+        options, input=options.input.resolve(), output=options.output.resolve(), model_dir=options.model_dir.resolve()
+    )
+    writer = make_writer(options.output_format, options.output)
+    description = describe_run(options, encoder.model, width) | {"runner": "ray"}
+    manifest = Manifest.open(options.output, description, options.overwrite)
+    if manifest.done is not None:
+        return summarize(manifest, 0, started, [], already_complete=True)
+    todo = [planned for planned in plan_chunks(options) if planned.index not in manifest.finished]
 
+    done_before = sum(chunk.end.offset - chunk.start.offset for chunk in manifest.finished.values())
+    progress = ProgressLine(input_extent(options), done_before, enabled=options.progress)
+    try:
+        if todo:
+            _run_chunks(ray, options, width, todo, workers, address, manifest, progress)
+    except BaseException:
+        progress.close(completed=False)
+        raise
+    progress.close()
+    return finish_output(options, manifest, writer, width, len(todo), started)
+
+
+def _run_chunks(
+    ray: Any,
+    options: BulkOptions,
+    width: int,
+    todo: list[PlannedChunk],
+    workers: int | None,
+    address: str | None,
+    manifest: Manifest,
+    progress: ProgressLine,
+) -> None:
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS")
         # Joining a cluster takes no local-instance options; a local instance needs no dashboard.
         ray.init(address=address) if address else ray.init(include_dashboard=False)
-    ray.data.DataContext.get_current().enable_progress_bars = options.progress
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the driver prints its own line
     cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    embed_args = (
-        str(options.model_dir.resolve()),
-        options.input_format,
-        options.id_field,
-        options.text_field,
-        width,
-        options.dtype,
-        options.batch_size,
-        options.skip_bad_rows,
-        str(output),
-    )
-    dataset = _read(ray, options).map_batches(
-        EmbedBatches,
-        fn_constructor_args=embed_args,
-        batch_size=options.chunk_size,
-        batch_format="pyarrow",
-        compute=ray.data.ActorPoolStrategy(min_size=workers or 1, max_size=workers or cpus),
+    items = [
+        dict(zip(_PLAN_COLUMNS, (p.index, p.start.offset, p.start.line, p.end.offset, p.end.line), strict=True))
+        for p in todo
+    ]
+    results = ray.data.from_items(items, override_num_blocks=len(items)).map_batches(
+        EmbedChunks,
+        fn_constructor_args=(options, width),
+        batch_size=1,  # one chunk per call: a chunk is already thousands of texts
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=workers or 1, max_size=workers or min(cpus, len(items))),
         num_cpus=1,
         # One actor per CPU: the tokenizer must not start a thread per core in every actor.
         runtime_env={"env_vars": {"RAYON_NUM_THREADS": "1"}},
     )
+    planned = {p.index: p for p in todo}
     try:
-        dataset.write_parquet(str(output))
+        for row in results.iter_rows():
+            chunk = planned[int(row["index"])]
+            manifest.record(FinishedChunk(chunk.index, int(row["rows"]), int(row["bad_rows"]), chunk.start, chunk.end))
+            progress.advance(chunk.end.offset - chunk.start.offset, int(row["rows"]))
     except Exception as exc:
         message = _user_error_message(exc)
         if message is not None:
-            raise BulkError(f"{options.input} {message}") from None
+            raise BulkError(message) from None
         raise
-    return _summarize(output, started)
-
-
-def _summarize(output: Path, started: float) -> BulkSummary:
-    import pyarrow.parquet as pq
-
-    parts = sorted(output.glob("*.parquet"))
-    rows = sum(pq.read_metadata(part).num_rows for part in parts)
-    report_dir = output / BAD_ROWS_DIR
-    bad_rows, report = 0, None
-    if report_dir.is_dir():
-        report = output / BAD_ROWS_FILE
-        with report.open("wb") as merged:
-            for piece in sorted(report_dir.glob("*.jsonl")):
-                content = piece.read_bytes()
-                bad_rows += content.count(b"\n")
-                merged.write(content)
-                piece.unlink()
-        report_dir.rmdir()
-    return BulkSummary(
-        rows=rows,
-        bad_rows=bad_rows,
-        chunks=len(parts),
-        chunks_this_run=len(parts),
-        seconds=time.perf_counter() - started,
-        outputs=parts,
-        bad_rows_report=report,
-    )

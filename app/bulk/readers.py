@@ -10,6 +10,7 @@ the caller decides whether that stops the run or is reported.
 from __future__ import annotations
 
 import csv
+import io
 import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -143,43 +144,57 @@ def input_extent(options: BulkOptions) -> int:
 
 
 def _jsonl_chunks(options: BulkOptions, start: Position, first_index: int) -> Iterator[Chunk]:
-    id_field, text_field, size = options.id_field, options.text_field, options.chunk_size
-    with _open_binary(options.input) as handle:
+    size = options.chunk_size
+    with open_input(options.input) as handle:
         handle.seek(start.offset)
         position, index = start, first_index
         while True:
             # Whole lines up to ``size`` records (blank lines hold none), read by the C line iterator.
             lines: list[bytes] = []
-            records: list[bytes] = []
-            skipped = 0  # bytes of a UTF-8 byte order mark some editors write at the start
-            while len(records) < size:
-                block = list(itertools.islice(handle, size - len(records)))
+            records = 0
+            while records < size:
+                block = list(itertools.islice(handle, size - records))
                 if not block:
                     break
-                if position.offset == 0 and not lines and block[0].startswith(_BOM):
-                    block[0], skipped = block[0][len(_BOM) :], len(_BOM)
                 lines += block
-                records += [raw for raw in block if not raw.isspace()]
+                records += len(block) - sum(1 for raw in block if raw.isspace())
             if not records:
                 return
-            end = Position(position.offset + skipped + sum(map(len, lines)), position.line + len(lines))
-            chunk = Chunk(index, position, end)
-            parsed = parse_json_lines(records, id_field, text_field)
-            if parsed is not None:
-                chunk.ids, chunk.texts = parsed
-            else:  # some line is bad: judge them one by one to name it
-                for number, raw in enumerate(lines, start=position.line):
-                    if raw.isspace():
-                        continue
-                    try:
-                        record_id, text = parse_json_line(raw, id_field, text_field)
-                    except RowError as exc:
-                        chunk.bad_rows.append(BadRow("line", number, str(exc)))
-                    else:
-                        chunk.ids.append(record_id)
-                        chunk.texts.append(text)
+            chunk = _jsonl_chunk(options, index, position, lines)
             yield chunk
-            position, index = end, index + 1
+            position, index = chunk.end, index + 1
+
+
+def read_jsonl_span(options: BulkOptions, index: int, start: Position, end_offset: int) -> Chunk:
+    """The records of the JSONL lines from ``start`` up to byte ``end_offset`` (a line boundary), as one chunk."""
+    with open_input(options.input) as handle:
+        handle.seek(start.offset)
+        data = handle.read(end_offset - start.offset)
+    return _jsonl_chunk(options, index, start, list(io.BytesIO(data)))
+
+
+def _jsonl_chunk(options: BulkOptions, index: int, position: Position, lines: list[bytes]) -> Chunk:
+    """Parse whole JSONL lines starting at ``position`` into a chunk."""
+    id_field, text_field = options.id_field, options.text_field
+    end = Position(position.offset + sum(map(len, lines)), position.line + len(lines))
+    if position.offset == 0 and lines:  # a UTF-8 byte order mark some editors write
+        lines[0] = lines[0].removeprefix(_BOM)
+    chunk = Chunk(index, position, end)
+    parsed = parse_json_lines([raw for raw in lines if not raw.isspace()], id_field, text_field)
+    if parsed is not None:
+        chunk.ids, chunk.texts = parsed
+        return chunk
+    for number, raw in enumerate(lines, start=position.line):  # some line is bad: judge them one by one
+        if raw.isspace():
+            continue
+        try:
+            record_id, text = parse_json_line(raw, id_field, text_field)
+        except RowError as exc:
+            chunk.bad_rows.append(BadRow("line", number, str(exc)))
+        else:
+            chunk.ids.append(record_id)
+            chunk.texts.append(text)
+    return chunk
 
 
 class _CountedLines:
@@ -213,7 +228,7 @@ class _CountedLines:
 
 def _csv_header(options: BulkOptions) -> tuple[int, int, int, Position]:
     """Column count, id and text column indexes, and where the first data row starts."""
-    with _open_binary(options.input) as handle:
+    with open_input(options.input) as handle:
         lines = _CountedLines(handle, START)
         header = next(csv.reader(lines, delimiter=options.delimiter), None)
         if not header:
@@ -233,7 +248,7 @@ def _csv_chunks(options: BulkOptions, start: Position, first_index: int) -> Iter
     width, id_column, text_column, data_start = _csv_header(options)
     resume_at = data_start if start == START else start  # the first chunk owns the header's bytes
     id_field, text_field, size = options.id_field, options.text_field, options.chunk_size
-    with _open_binary(options.input) as handle:
+    with open_input(options.input) as handle:
         handle.seek(resume_at.offset)
         lines = _CountedLines(handle, resume_at)
         chunk = Chunk(first_index, start)
@@ -344,7 +359,7 @@ def _parquet_chunks(options: BulkOptions, start: Position, first_index: int) -> 
         yield chunk
 
 
-def _open_binary(path: Path) -> IO[bytes]:
+def open_input(path: Path) -> IO[bytes]:
     try:
         return path.open("rb")
     except OSError as exc:
