@@ -301,7 +301,6 @@ def _open_parquet(options: BulkOptions) -> Any:
 
 def _parquet_chunks(options: BulkOptions, start: Position, first_index: int) -> Iterator[Chunk]:
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     parquet = _open_parquet(options)
     schema = parquet.schema_arrow
@@ -337,11 +336,18 @@ def _parquet_chunks(options: BulkOptions, start: Position, first_index: int) -> 
             piece, batch = batch.slice(0, size - chunk.records), batch.slice(size - chunk.records)
             ids = piece.column(id_field)
             try:
-                ids = ids if pa.types.is_string(ids.type) else pc.cast(ids, pa.string())
+                ids = ids if pa.types.is_string(ids.type) else ids.cast(pa.string())
             except pa.ArrowInvalid as exc:
                 problem = f"{options.input}: column {id_field!r} ({ids.type}) cannot be read as ids ({exc})"
                 raise BulkError(problem) from None
-            for record_id, text in zip(ids.to_pylist(), piece.column(text_field).to_pylist(), strict=True):
+            id_values, texts = ids.to_pylist(), piece.column(text_field).to_pylist()
+            checked = checked_columns(id_values, texts)
+            if checked is not None:  # every row fine: no Python call per row
+                chunk.ids += checked
+                chunk.texts += texts
+                row += len(texts)
+                id_values = texts = []
+            for record_id, text in zip(id_values, texts, strict=True):
                 row += 1
                 try:
                     record_id, text = checked_row(record_id, text, id_field, text_field)

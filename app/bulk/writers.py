@@ -14,6 +14,7 @@ exists is always complete; the manifest (``manifest.py``) records it afterwards.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -92,20 +93,20 @@ def string_array(values: Sequence[str]):  # -> pyarrow.StringArray
 
 class ParquetParts:
     def __init__(self, output: Path) -> None:
-        try:
-            import pyarrow.parquet
-        except ImportError:
+        # Only looked up here: the import itself waits for the first part, when it overlaps with encoding.
+        if importlib.util.find_spec("pyarrow") is None:
             raise BulkError(
                 "Parquet output needs pyarrow: pip install 'static-embed[parquet]', or pass --output-format npy"
-            ) from None
-        self._parquet = pyarrow.parquet
+            )
         self.output = output
 
     def write_part(self, index: int, ids: Sequence[str], vectors: np.ndarray) -> None:
+        import pyarrow.parquet
+
         final = self.output / f"{part_name(index)}.parquet"
         temporary = final.with_name(f".{final.name}.tmp")
         # Unit vectors are nearly random floats: compression, dictionaries and statistics only cost time.
-        self._parquet.write_table(
+        pyarrow.parquet.write_table(
             vectors_table(ids, vectors), temporary, compression="none", use_dictionary=False, write_statistics=False
         )
         os.replace(temporary, final)
