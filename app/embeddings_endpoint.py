@@ -1,26 +1,34 @@
-"""POST /v1/embeddings answered as a bare ASGI app, in front of FastAPI's router.
+"""POST /v1/embeddings answered by one bare ASGI callable, before any of FastAPI's machinery.
 
 The route is still declared on FastAPI's router (``app.openai_api``) for the OpenAPI
-schema, and its handler calls the same ``answer`` coroutine. But requests are answered
-here, before the router: FastAPI's per-request machinery (routing, dependency solving,
-``Request``/``Response`` objects, exception middleware) cost about two thirds of a
-worker's time on one-input requests, and skipping it triples requests/s
-(docs/performance.md, "Recommendations for the HTTP path"). The pure-ASGI middlewares
-around it (request id, metrics, disconnects, CORS) still apply.
+schema, and its handler calls the same ``answer`` coroutine. But ``ServiceApp`` (in
+``app.main``) hands these requests to ``EmbeddingsEndpoint`` before FastAPI sees them:
+per request, FastAPI's routing, dependency solving, ``Request``/``Response`` objects and
+its stack of middlewares (each a coroutine and a wrapped ``send``) cost several times
+what embedding one sentence costs (docs/performance.md, "HTTP"). What those middlewares
+do for every other route is done here inline, with the same modules: the request id
+(``app.request_id``), the request metrics (``app.metrics``), cancellation when the client
+disconnects (``app.disconnects``) and OpenAI's 500 envelope for an unexpected error.
+Requests that need CORS headers (an ``Origin`` header while CORS is configured) take the
+ordinary path through FastAPI's CORS middleware instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING
 
 import orjson
-from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
+from app.disconnects import CLIENT_CLOSED_REQUEST, DisconnectWatch
 from app.embedding_request import parse_embedding_request
 from app.embedding_response import render_embeddings
 from app.errors import SERVER_ERROR, APIError, invalid_request
+from app.request_id import current_request_id, new_request_id, safe_client_id
 
 if TYPE_CHECKING:
     from app.openai_api import ServiceState
@@ -35,22 +43,34 @@ _REJECTION_REASONS = {
     429: "queue_full",
     503: "not_ready",
 }
+_JSON_HEADER = (b"content-type", JSON.encode())
+logger = logging.getLogger("app.embeddings")
+
+ReadBody = Callable[[int], Awaitable[bytes]]
 
 
-async def answer(state: ServiceState, headers: Mapping[str, str], body: AsyncIterator[bytes]) -> bytes:
-    """The response body for one request; raises APIError for anything the client must fix."""
+async def answer(
+    state: ServiceState, headers: Mapping[str, str], read_body: ReadBody, watch: DisconnectWatch | None = None
+) -> bytes:
+    """The response body for one request; raises APIError for anything the client must fix.
+
+    ``read_body(max_bytes)`` returns the raw body or raises the 413; ``watch``, if given,
+    starts watching the connection once the request waits for its batch.
+    """
     try:
         state.keys.check(headers.get("authorization"))
         if not state.ready:
             raise APIError(
                 503, "The model is not loaded yet.", type=SERVER_ERROR, code="not_ready", headers={"Retry-After": "1"}
             )
-        decoded = await read_json_body(headers, body, state.max_body_bytes)
+        decoded = _decode_json(headers, await read_body(state.max_body_bytes))
         encoder = state.service.encoder
         parsed = parse_embedding_request(
             decoded, max_inputs=state.max_request_inputs, vocab_size=encoder.vocab_size, width=encoder.dimensions
         )
         model = state.catalog.resolve(parsed.model)
+        if watch is not None:
+            watch.start()
         result = await state.service.embed(parsed)
     except APIError as exc:
         state.metrics.rejected.labels(_REJECTION_REASONS.get(exc.status, "other")).inc()
@@ -58,25 +78,58 @@ async def answer(state: ServiceState, headers: Mapping[str, str], body: AsyncIte
     return render_embeddings(result, model=model, encoding_format=parsed.encoding_format)
 
 
-async def read_json_body(headers: Mapping[str, str], body: AsyncIterator[bytes], max_bytes: int) -> object:
-    """The decoded JSON body; 413 as soon as it is known to exceed ``max_bytes``."""
-    content_type = headers.get("content-type", JSON).partition(";")[0].strip().lower()
-    if content_type != JSON and not content_type.endswith("+json"):
-        raise invalid_request(
-            f"The body must be JSON sent with 'Content-Type: application/json', not {content_type[:100]!r}.",
-            code="unsupported_media_type",
-        )
+def check_declared_size(headers: Mapping[str, str], max_bytes: int) -> None:
+    """413 before reading anything when Content-Length already says the body is too large."""
     declared = headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(int(declared), max_bytes)
-    chunks: list[bytes] = []
+
+
+async def read_stream(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
+    """The whole body from a stream of chunks; 413 as soon as it is known to exceed ``max_bytes``."""
+    parts: list[bytes] = []
     size = 0
-    async for chunk in body:
+    async for chunk in chunks:
         size += len(chunk)
         if size > max_bytes:
             raise _too_large(size, max_bytes)
-        chunks.append(chunk)
-    raw = b"".join(chunks)
+        parts.append(chunk)
+    return b"".join(parts)
+
+
+async def read_asgi_body(receive: Receive, max_bytes: int) -> bytes:
+    """``read_stream`` straight from ASGI messages (most bodies arrive in one message)."""
+    message = await receive()
+    body: bytes = message.get("body", b"")
+    if len(body) > max_bytes:
+        raise _too_large(len(body), max_bytes)
+    if not message.get("more_body", False) or message["type"] == "http.disconnect":
+        return body
+    parts = [body]
+    size = len(body)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > max_bytes:
+            raise _too_large(size, max_bytes)
+        parts.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(parts)
+
+
+def _decode_json(headers: Mapping[str, str], raw: bytes) -> object:
+    content_type = headers.get("content-type", JSON)
+    if content_type != JSON:  # the common case costs one comparison
+        content_type = content_type.partition(";")[0].strip().lower()
+        if content_type != JSON and not content_type.endswith("+json"):
+            raise invalid_request(
+                f"The body must be JSON sent with 'Content-Type: application/json', not {content_type[:100]!r}.",
+                code="unsupported_media_type",
+            )
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -101,35 +154,63 @@ def _too_large(size: int, max_bytes: int) -> APIError:
 
 
 class EmbeddingsEndpoint:
-    """ASGI middleware that answers POST /v1/embeddings itself and passes the rest on."""
+    """The complete handling of POST /v1/embeddings: request id, metrics, disconnects, errors."""
 
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
-        self.app = app
+    def __init__(self, state: ServiceState, *, cors: bool = False) -> None:
         self.state = state
-        # What the router would have put in scope["route"]: the metrics label it by path.
-        self.route = Route(PATH, endpoint=self, methods=["POST"])
+        self.cors = cors
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether to answer this request here (else it goes through FastAPI)."""
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            return False
+        return not self.cors or all(name.lower() != b"origin" for name, _ in scope["headers"])
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        scope["route"] = self.route
-        headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope["headers"]}
+        started = time.perf_counter()
+        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
+        request_id = safe_client_id(headers.get("x-request-id")) or new_request_id()
+        token = current_request_id.set(request_id)
+        status = 500
+        watch = DisconnectWatch(receive)
         try:
-            payload, status, extra = await answer(self.state, headers, _body(receive)), 200, {}
-        except APIError as exc:
-            payload, status, extra = orjson.dumps(exc.envelope()), exc.status, exc.headers
-        response_headers = [(b"content-type", JSON.encode()), (b"content-length", str(len(payload)).encode())]
-        response_headers += [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in extra.items()]
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
-
-
-async def _body(receive: Receive) -> AsyncIterator[bytes]:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
-        yield message.get("body", b"")
-        if not message.get("more_body", False):
-            return
+            logger.debug("request started: POST %s", PATH)
+            try:
+                check_declared_size(headers, self.state.max_body_bytes)
+                payload = await answer(self.state, headers, lambda limit: read_asgi_body(receive, limit), watch)
+                status, extra = 200, None
+            except APIError as exc:
+                payload, status, extra = orjson.dumps(exc.envelope()), exc.status, exc.headers
+            watch.responding = True
+            response_headers = [
+                _JSON_HEADER,
+                (b"content-length", str(len(payload)).encode()),
+                (b"x-request-id", request_id.encode()),
+            ]
+            if extra:
+                response_headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+            await send({"type": "http.response.start", "status": status, "headers": response_headers})
+            await send({"type": "http.response.body", "body": payload})
+        except asyncio.CancelledError:
+            if not watch.client_gone:
+                raise
+            watch.forgive()
+            status = CLIENT_CLOSED_REQUEST  # nothing reaches the client: its connection is gone
+            logger.info("client disconnected before the response; its request was cancelled")
+        except Exception:
+            logger.exception("unhandled error in POST %s", PATH)
+            if watch.responding:  # the response may have started; all we can do is close the connection
+                raise
+            status = 500
+            error = APIError(
+                500, "The server had an error while processing your request. It has been logged.", type=SERVER_ERROR
+            )
+            body = orjson.dumps(error.envelope())
+            error_headers = [_JSON_HEADER, (b"content-length", str(len(body)).encode())]
+            error_headers.append((b"x-request-id", request_id.encode()))
+            await send({"type": "http.response.start", "status": 500, "headers": error_headers})
+            await send({"type": "http.response.body", "body": body})
+        finally:
+            watch.stop()
+            self.state.metrics.observe_request("POST", PATH, status, time.perf_counter() - started)
+            current_request_id.reset(token)

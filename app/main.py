@@ -14,6 +14,7 @@ from datetime import datetime
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from app.auth import APIKeys
 from app.disconnects import CancelOnDisconnect
@@ -32,7 +33,20 @@ from app.settings import Settings
 logger = logging.getLogger("app")
 
 
-def create_app(settings: Settings | None = None, model: StaticModel | None = None) -> FastAPI:
+class ServiceApp(FastAPI):
+    """FastAPI, with POST /v1/embeddings answered by ``embeddings`` before any of FastAPI's machinery."""
+
+    embeddings: EmbeddingsEndpoint | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        endpoint = self.embeddings
+        if endpoint is not None and endpoint.takes(scope):
+            await endpoint(scope, receive, send)
+        else:
+            await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings | None = None, model: StaticModel | None = None) -> ServiceApp:
     """The app for ``settings``; ``model`` is an already checked model to serve instead of loading it again."""
     settings = settings or Settings.from_env()
     if model is None:
@@ -69,7 +83,7 @@ def create_app(settings: Settings | None = None, model: StaticModel | None = Non
         await service.batcher.stop()
         metrics.process_exiting()
 
-    app = FastAPI(
+    app = ServiceApp(
         title="static-embed",
         summary="OpenAI-compatible embeddings from a static token table",
         version="0.1.0",
@@ -79,8 +93,7 @@ def create_app(settings: Settings | None = None, model: StaticModel | None = Non
     app.state.settings = settings
     install_error_handlers(app)
     app.include_router(router)
-    # Innermost middleware: answers POST /v1/embeddings in front of the router.
-    app.add_middleware(EmbeddingsEndpoint, state=state)
+    app.embeddings = EmbeddingsEndpoint(state, cors=bool(settings.cors_origins))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -88,6 +101,7 @@ def create_app(settings: Settings | None = None, model: StaticModel | None = Non
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    # For every request but the ones ``app.embeddings`` answers, which does the same inline:
     app.add_middleware(CancelOnDisconnect)
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIDMiddleware)  # outermost: every response and log line carries the id

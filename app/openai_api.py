@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from app.auth import APIKeys
 from app.embedding_service import EmbeddingService
-from app.embeddings_endpoint import JSON, answer
+from app.embeddings_endpoint import JSON, answer, check_declared_size, read_stream
 from app.errors import APIError
 from app.metrics import Metrics
 from app.model_catalog import ModelCatalog
@@ -117,9 +117,14 @@ router = APIRouter()
     },
 )
 async def create_embeddings(request: Request) -> Response:
-    """Declared for the OpenAPI schema; ``EmbeddingsEndpoint`` answers these requests before the router."""
+    """Declared for the OpenAPI schema; ``EmbeddingsEndpoint`` answers most requests before the router.
+
+    Requests that need CORS headers come here, through FastAPI's middlewares.
+    """
+    state = _state(request)
     try:
-        payload = await answer(_state(request), request.headers, request.stream())
+        check_declared_size(request.headers, state.max_body_bytes)
+        payload = await answer(state, request.headers, lambda limit: read_stream(request.stream(), limit))
     except APIError as exc:
         return exc.response()
     return Response(payload, media_type=JSON)

