@@ -101,14 +101,15 @@ def checked_columns(ids: list[Any], texts: list[Any]) -> list[str] | None:
     block instead of a Python call per row; ``checked_row`` then only runs on blocks
     that hold a bad row, to name it.
     """
-    if not all(type(text) is str for text in texts):
+    if texts and set(map(type, texts)) != {str}:
         return None
-    if all(type(record_id) is str for record_id in ids):
+    id_types = set(map(type, ids))
+    if id_types <= {str}:
         joined = "".join(ids)
         if "\n" in joined or "\r" in joined or not all(ids):
             return None
         return ids
-    if all(type(record_id) is int for record_id in ids):  # not bool: type() is exact
+    if id_types == {int}:  # not bool: type() is exact
         return list(map(str, ids))
     return None
 
