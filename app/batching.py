@@ -1,11 +1,18 @@
-"""Encode concurrent requests together, off the event loop, with a bounded queue.
+"""Encode concurrent requests together, with a bounded queue.
 
-While one batch is being encoded in the worker thread, newly arrived jobs wait in the
-queue; the next batch takes everything queued, up to ``max_batch_inputs`` inputs and
-``max_batch_tokens`` tokens. There is no timer: an idle server starts encoding a lone
-request at once, so batching costs no latency at low load. When the queue already holds
+While one batch is being encoded, newly arrived jobs wait in the queue; the next batch
+takes everything queued, up to ``max_batch_inputs`` inputs and ``max_batch_tokens``
+tokens. There is no timer: an idle server starts encoding a lone request at once, so
+batching costs no latency at low load. When the queue already holds
 ``max_queue_inputs`` inputs, ``submit`` refuses at once with ``QueueFull`` (the caller
 answers 429 with ``Retry-After``) rather than letting the queue grow without end.
+
+A large batch is encoded in a worker thread, so that the event loop keeps serving HTTP
+meanwhile (on the other core). A small one (``max_inline_size`` or less) is encoded on
+the event loop itself: for a few short texts, handing the batch to a thread and back,
+and the two threads taking turns at the GIL, cost more CPU than the encoding (measured
+in docs/performance.md); the loop is blocked only for the fraction of a millisecond the
+batch takes.
 """
 
 from __future__ import annotations
@@ -16,7 +23,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
 Job = TypeVar("Job")
@@ -40,19 +46,23 @@ class QueueObserver(Protocol):
     def queue_changed(self, delta: int) -> None: ...
 
 
-@dataclass
 class _Pending(Generic[Job, Result]):
-    job: Job
-    inputs: int
-    tokens: int
-    future: asyncio.Future[Result] = field(repr=False)
+    __slots__ = ("future", "inputs", "job", "tokens")  # one per request: kept small and quick to build
+
+    def __init__(self, job: Job, inputs: int, tokens: int, future: asyncio.Future[Result]) -> None:
+        self.job = job
+        self.inputs = inputs
+        self.tokens = tokens
+        self.future = future
 
 
 class Batcher(Generic[Job, Result]):
-    """One worker per process takes queued jobs in batches and runs ``process`` in a thread.
+    """One worker per process takes queued jobs in batches and runs ``process`` on them in a thread.
 
     ``process`` gets the jobs of one batch and returns, for each in order, its result or
-    the exception to raise for it alone.
+    the exception to raise for it alone. ``process_inline``, if given, does the same for
+    the batches whose jobs' ``tokens`` add up to ``max_inline_size`` or less, on the
+    event loop's thread.
     """
 
     def __init__(
@@ -62,12 +72,16 @@ class Batcher(Generic[Job, Result]):
         max_batch_inputs: int,
         max_batch_tokens: int,
         max_queue_inputs: int,
+        process_inline: Callable[[Sequence[Job]], Sequence[Result | BaseException]] | None = None,
+        max_inline_size: int = 0,
         observer: QueueObserver | None = None,
     ) -> None:
         self._process = process
+        self._process_inline = process_inline
         self.max_batch_inputs = max_batch_inputs
         self.max_batch_tokens = max_batch_tokens
         self.max_queue_inputs = max_queue_inputs
+        self.max_inline_size = max_inline_size
         self._observer = observer
         self._queue: deque[_Pending[Job, Result]] = deque()
         self._queued_inputs = 0
@@ -92,7 +106,8 @@ class Batcher(Generic[Job, Result]):
         pending: _Pending[Job, Result] = _Pending(job, inputs, tokens, asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         self._change_queued(inputs)
-        self._wakeup.set()
+        if not self._wakeup.is_set():
+            self._wakeup.set()
         return await pending.future
 
     async def stop(self) -> None:
@@ -115,7 +130,6 @@ class Batcher(Generic[Job, Result]):
     def _ensure_worker(self) -> None:
         if self._worker is None:
             self._wakeup = asyncio.Event()
-            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
             self._worker = asyncio.get_running_loop().create_task(self._run(), name="embedding-batcher")
 
     async def _run(self) -> None:
@@ -128,10 +142,16 @@ class Batcher(Generic[Job, Result]):
                 if not batch:
                     continue
                 started = time.perf_counter()
+                jobs = [pending.job for pending in batch]
+                inline = self._process_inline
+                on_loop = inline is not None and sum(pending.tokens for pending in batch) <= self.max_inline_size
                 try:
-                    results: Sequence[Result | BaseException] = await loop.run_in_executor(
-                        self._executor, self._process, [pending.job for pending in batch]
-                    )
+                    if inline is not None and on_loop:
+                        results: Sequence[Result | BaseException] = inline(jobs)
+                    else:
+                        if self._executor is None:
+                            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="encoder")
+                        results = await loop.run_in_executor(self._executor, self._process, jobs)
                 except Exception as exc:  # a bug in the batch function fails its batch, not the worker
                     results = [exc] * len(batch)
                 self._record_throughput(sum(p.inputs for p in batch), time.perf_counter() - started)
@@ -142,6 +162,8 @@ class Batcher(Generic[Job, Result]):
                         pending.future.set_exception(result)
                     else:
                         pending.future.set_result(result)
+                if on_loop:  # let the answered requests go out and new ones come in before the next batch
+                    await asyncio.sleep(0)
             if self._stopped:
                 return
             self._wakeup.clear()
@@ -149,20 +171,22 @@ class Batcher(Generic[Job, Result]):
     def _take_batch(self) -> list[_Pending[Job, Result]]:
         """Everything queued, oldest first, up to the batch limits (always at least one job)."""
         batch: list[_Pending[Job, Result]] = []
-        inputs = tokens = 0
-        while self._queue:
-            pending = self._queue[0]
+        inputs = tokens = taken = 0
+        queue = self._queue
+        while queue:
+            pending = queue[0]
             if batch and (
                 inputs + pending.inputs > self.max_batch_inputs or tokens + pending.tokens > self.max_batch_tokens
             ):
                 break
-            self._queue.popleft()
-            self._change_queued(-pending.inputs)
+            queue.popleft()
+            taken += pending.inputs
             if pending.future.done():  # cancelled while waiting: nothing to encode
                 continue
             batch.append(pending)
             inputs += pending.inputs
             tokens += pending.tokens
+        self._change_queued(-taken)
         return batch
 
     def _change_queued(self, delta: int) -> None:

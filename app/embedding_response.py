@@ -2,12 +2,14 @@
 
 ``float``: orjson writes each float32 row straight from numpy (``OPT_SERIALIZE_NUMPY``),
 with no Python float per component. ``base64``: each row's little-endian float32 bytes,
-base64-encoded, which is what the official clients request by default and decode as-is.
+base64-encoded, which is what the official clients request by default and decode as-is;
+base64 and numbers need no JSON escaping, so that body is put together directly, without
+a dict per row (only the model name goes through orjson).
 """
 
 from __future__ import annotations
 
-import base64
+import binascii
 
 import numpy as np
 import orjson
@@ -17,15 +19,25 @@ from app.embedding_service import EmbeddingResult
 
 def render_embeddings(result: EmbeddingResult, *, model: str, encoding_format: str) -> bytes:
     vectors = np.ascontiguousarray(result.vectors, dtype="<f4")
+    tokens = result.prompt_tokens
     if encoding_format == "base64":
-        rows: list[object] = [base64.b64encode(row.tobytes()).decode("ascii") for row in vectors]
-    else:
-        rows = list(vectors)
-    data = [{"object": "embedding", "index": index, "embedding": row} for index, row in enumerate(rows)]
+        items = b",".join(
+            [
+                b'{"object":"embedding","index":%d,"embedding":"%b"}' % (index, binascii.b2a_base64(row, newline=False))
+                for index, row in enumerate(vectors)
+            ]
+        )
+        return b'{"object":"list","data":[%b],"model":%b,"usage":{"prompt_tokens":%d,"total_tokens":%d}}' % (
+            items,
+            orjson.dumps(model),
+            tokens,
+            tokens,
+        )
+    data = [{"object": "embedding", "index": index, "embedding": row} for index, row in enumerate(vectors)]
     body = {
         "object": "list",
         "data": data,
         "model": model,
-        "usage": {"prompt_tokens": result.prompt_tokens, "total_tokens": result.prompt_tokens},
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
     return orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)

@@ -19,6 +19,10 @@ from app.encoder import Encoder, TokenBatch
 from app.errors import SERVER_ERROR, APIError, invalid_request
 from app.metrics import Metrics
 
+# Batches up to this size estimate (characters of text, or token ids) are encoded on the
+# event loop: about 60 sentences, well under a millisecond of work (app.batching).
+MAX_INLINE_SIZE = 4096
+
 
 @dataclass(frozen=True)
 class TokenLimits:
@@ -54,6 +58,8 @@ class EmbeddingService:
             max_batch_inputs=max_batch_inputs,
             max_batch_tokens=max_batch_tokens,
             max_queue_inputs=max_queue_inputs,
+            process_inline=self.encode_small_batch,
+            max_inline_size=MAX_INLINE_SIZE,
             observer=self,
         )
 
@@ -81,10 +87,16 @@ class EmbeddingService:
                 headers={"Retry-After": "1"},
             ) from None
 
-    def encode_batch(self, requests: Sequence[EmbeddingRequest]) -> list[EmbeddingResult | BaseException]:
+    def encode_small_batch(self, requests: Sequence[EmbeddingRequest]) -> list[EmbeddingResult | BaseException]:
+        """``encode_batch`` for a small batch run on the event loop: tokenized on this thread too."""
+        return self.encode_batch(requests, parallel=False)
+
+    def encode_batch(
+        self, requests: Sequence[EmbeddingRequest], parallel: bool = True
+    ) -> list[EmbeddingResult | BaseException]:
         """Run in the encoder thread: one tokenizer call, per-request limits, one embed per ``dimensions``."""
         started = time.perf_counter()
-        tokenized = self._tokenize(requests)
+        tokenized = self._tokenize(requests, parallel)
         outcomes: list[EmbeddingResult | BaseException] = []
         accepted: dict[int | None, list[int]] = {}
         for position, batch in enumerate(tokenized):
@@ -115,9 +127,9 @@ class EmbeddingService:
         self.metrics.encode_seconds.observe(time.perf_counter() - started)
         return outcomes
 
-    def _tokenize(self, requests: Sequence[EmbeddingRequest]) -> list[TokenBatch]:
+    def _tokenize(self, requests: Sequence[EmbeddingRequest], parallel: bool) -> list[TokenBatch]:
         texts = [text for request in requests if request.texts is not None for text in request.texts]
-        all_texts = self.encoder.tokenize(texts) if texts else None
+        all_texts = self.encoder.tokenize(texts, parallel=parallel) if texts else None
         text_starts = None if all_texts is None else np.concatenate(([0], np.cumsum(all_texts.lengths)))
         batches: list[TokenBatch] = []
         next_text = 0

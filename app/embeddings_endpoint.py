@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
@@ -50,7 +50,12 @@ ReadBody = Callable[[int], Awaitable[bytes]]
 
 
 async def answer(
-    state: ServiceState, headers: Mapping[str, str], read_body: ReadBody, watch: DisconnectWatch | None = None
+    state: ServiceState,
+    *,
+    authorization: str | None,
+    content_type: str | None,
+    read_body: ReadBody,
+    watch: DisconnectWatch | None = None,
 ) -> bytes:
     """The response body for one request; raises APIError for anything the client must fix.
 
@@ -58,12 +63,12 @@ async def answer(
     starts watching the connection once the request waits for its batch.
     """
     try:
-        state.keys.check(headers.get("authorization"))
+        state.keys.check(authorization)
         if not state.ready:
             raise APIError(
                 503, "The model is not loaded yet.", type=SERVER_ERROR, code="not_ready", headers={"Retry-After": "1"}
             )
-        decoded = _decode_json(headers, await read_body(state.max_body_bytes))
+        decoded = _decode_json(content_type, await read_body(state.max_body_bytes))
         encoder = state.service.encoder
         parsed = parse_embedding_request(
             decoded, max_inputs=state.max_request_inputs, vocab_size=encoder.vocab_size, width=encoder.dimensions
@@ -78,11 +83,10 @@ async def answer(
     return render_embeddings(result, model=model, encoding_format=parsed.encoding_format)
 
 
-def check_declared_size(headers: Mapping[str, str], max_bytes: int) -> None:
+def check_declared_size(content_length: str | None, max_bytes: int) -> None:
     """413 before reading anything when Content-Length already says the body is too large."""
-    declared = headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > max_bytes:
-        raise _too_large(int(declared), max_bytes)
+    if content_length and content_length.isdigit() and int(content_length) > max_bytes:
+        raise _too_large(int(content_length), max_bytes)
 
 
 async def read_stream(chunks: AsyncIterator[bytes], max_bytes: int) -> bytes:
@@ -121,9 +125,8 @@ async def read_asgi_body(receive: Receive, max_bytes: int) -> bytes:
     return b"".join(parts)
 
 
-def _decode_json(headers: Mapping[str, str], raw: bytes) -> object:
-    content_type = headers.get("content-type", JSON)
-    if content_type != JSON:  # the common case costs one comparison
+def _decode_json(content_type: str | None, raw: bytes) -> object:
+    if content_type is not None and content_type != JSON:  # the common case costs one comparison
         content_type = content_type.partition(";")[0].strip().lower()
         if content_type != JSON and not content_type.endswith("+json"):
             raise invalid_request(
@@ -168,16 +171,22 @@ class EmbeddingsEndpoint:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = time.perf_counter()
-        headers = {name.decode("latin-1").lower(): value.decode("latin-1") for name, value in scope["headers"]}
-        request_id = safe_client_id(headers.get("x-request-id")) or new_request_id()
+        headers: dict[bytes, bytes] = dict(scope["headers"])  # ASGI header names are lowercase
+        request_id = safe_client_id(_text(headers.get(b"x-request-id"))) or new_request_id()
         token = current_request_id.set(request_id)
         status = 500
         watch = DisconnectWatch(receive)
         try:
             logger.debug("request started: POST %s", PATH)
             try:
-                check_declared_size(headers, self.state.max_body_bytes)
-                payload = await answer(self.state, headers, lambda limit: read_asgi_body(receive, limit), watch)
+                check_declared_size(_text(headers.get(b"content-length")), self.state.max_body_bytes)
+                payload = await answer(
+                    self.state,
+                    authorization=_text(headers.get(b"authorization")),
+                    content_type=_text(headers.get(b"content-type")),
+                    read_body=lambda limit: read_asgi_body(receive, limit),
+                    watch=watch,
+                )
                 status, extra = 200, None
             except APIError as exc:
                 payload, status, extra = orjson.dumps(exc.envelope()), exc.status, exc.headers
@@ -214,3 +223,7 @@ class EmbeddingsEndpoint:
             watch.stop()
             self.state.metrics.observe_request("POST", PATH, status, time.perf_counter() - started)
             current_request_id.reset(token)
+
+
+def _text(value: bytes | None) -> str | None:
+    return None if value is None else value.decode("latin-1")

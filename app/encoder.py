@@ -114,16 +114,22 @@ class Encoder:
     def vocab_size(self) -> int:
         return self.model.vocab_size
 
-    def tokenize(self, texts: Sequence[str]) -> TokenBatch:
+    def tokenize(self, texts: Sequence[str], *, parallel: bool = True) -> TokenBatch:
+        """Token ids of every text; ``parallel=False`` keeps all the work on the calling thread.
+
+        The batch call hands the texts to the tokenizer's Rust thread pool (releasing the
+        GIL): good for large batches, but for a few short texts the hand-off to another
+        thread, and the wait for it to be scheduled on a busy machine, cost more than the
+        tokenizing. Both give the same ids.
+        """
         batch = texts if isinstance(texts, list) else list(texts)
+        ids = _batch_ids if parallel else _serial_ids
         plain = self._plain_tokenizer
         if plain is None:
-            encodings = self.tokenizer.encode_batch_fast(batch, add_special_tokens=False)
-            return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
+            return TokenBatch.from_id_lists(ids(self.tokenizer, batch))
         is_plain = [_is_plain(text) for text in batch]
         if all(is_plain):
-            encodings = plain.encode_batch_fast(batch, add_special_tokens=False)
-            return TokenBatch.from_id_lists([encoding.ids for encoding in encodings])
+            return TokenBatch.from_id_lists(ids(plain, batch))
         # Mixed batch: plain texts through the cheap normalizer, the rest through the full one.
         # Long texts that are not plain are cut at spaces into runs of plain and other words:
         # BERT's pre-tokenizer splits at spaces anyway, so the ids are the same.
@@ -142,8 +148,8 @@ class Encoder:
                 layout.append((run_is_plain, len(pieces)))
                 pieces.append(" ".join(words))
             layouts.append(layout)
-        plain_ids = [e.ids for e in plain.encode_batch_fast(plain_pieces, add_special_tokens=False)]
-        other_ids = [e.ids for e in self.tokenizer.encode_batch_fast(other_pieces, add_special_tokens=False)]
+        plain_ids = ids(plain, plain_pieces)
+        other_ids = ids(self.tokenizer, other_pieces)
         id_lists = [
             (plain_ids if layout[0][0] else other_ids)[layout[0][1]]
             if len(layout) == 1
@@ -182,6 +188,15 @@ class Encoder:
         norms = np.sqrt(np.add.reduce(np.square(out), axis=1))[:, None]
         np.divide(out, norms, out=out, where=norms > 0)
         return out
+
+
+def _batch_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    return [encoding.ids for encoding in tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+
+
+def _serial_ids(tokenizer: Tokenizer, texts: list[str]) -> list[list[int]]:
+    encode = tokenizer.encode
+    return [encode(text, add_special_tokens=False).ids for text in texts]
 
 
 def _sum_rows(table: np.ndarray, ids: np.ndarray, lengths: np.ndarray, zero_row: int | None) -> np.ndarray:

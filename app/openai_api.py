@@ -121,10 +121,15 @@ async def create_embeddings(request: Request) -> Response:
 
     Requests that need CORS headers come here, through FastAPI's middlewares.
     """
-    state = _state(request)
+    state, headers = _state(request), request.headers
     try:
-        check_declared_size(request.headers, state.max_body_bytes)
-        payload = await answer(state, request.headers, lambda limit: read_stream(request.stream(), limit))
+        check_declared_size(headers.get("content-length"), state.max_body_bytes)
+        payload = await answer(
+            state,
+            authorization=headers.get("authorization"),
+            content_type=headers.get("content-type"),
+            read_body=lambda limit: read_stream(request.stream(), limit),
+        )
     except APIError as exc:
         return exc.response()
     return Response(payload, media_type=JSON)

@@ -125,6 +125,28 @@ def test_full_queue_refuses_at_once_and_one_bad_job_fails_alone() -> None:
     assert recorder.batches == [["a"], ["b", "bad", "c"]]
 
 
+def test_small_batches_run_on_the_event_loop_and_large_ones_in_the_thread() -> None:
+    threaded, inline = Recorder(hold_first=False), Recorder(hold_first=False)
+    loop_thread: list[int] = []
+
+    def on_loop(jobs: Sequence[str]) -> list[str | BaseException]:
+        loop_thread.append(threading.get_ident())
+        return inline(jobs)
+
+    async def scenario() -> list[str]:
+        batcher = make_batcher(threaded, max_queue_inputs=1_000)
+        batcher._process_inline, batcher.max_inline_size = on_loop, 10
+        small = [batcher.submit(job, inputs=1, tokens=5) for job in ("a", "b")]  # 10: on the loop
+        results = await asyncio.gather(*small)
+        results.append(await batcher.submit("big", inputs=1, tokens=11))  # over the bound: the thread
+        await batcher.stop()
+        return results
+
+    assert asyncio.run(scenario()) == ["A", "B", "BIG"]
+    assert inline.batches == [["a", "b"]] and threaded.batches == [["big"]]
+    assert loop_thread == [threading.get_ident()]
+
+
 def test_cancelled_jobs_are_skipped_and_stop_fails_the_rest() -> None:
     recorder = Recorder()
 

@@ -19,6 +19,7 @@ from app.errors import APIError
 from app.metrics import Metrics
 from app.model_catalog import ModelCatalog, served_model_name
 from app.model_format import load_model
+from tests.conftest import sts_sentences
 
 LIMITS = {"max_inputs": 2048, "vocab_size": 100, "width": 16}
 
@@ -87,6 +88,16 @@ def test_model_names() -> None:
     assert served_model_name("env-name", {"name": "recorded"}, Path("/m/dir")) == "env-name"
     assert served_model_name(None, {"name": "recorded"}, Path("/m/dir")) == "recorded"
     assert served_model_name(None, {}, Path("/m/dir")) == "dir"
+
+
+def test_serial_tokenizing_gives_the_batch_calls_ids(default_model_dir: Path) -> None:
+    """Small batches served on the event loop are tokenized text by text: the same ids, every text kind."""
+    encoder = Encoder(load_model(default_model_dir))
+    texts = [*sts_sentences(300), "Café crème brûlée, naïve", "日本語のテキスト", "tab\there\x00", "", "   "]
+    texts.append(("plain words " * 200) + "é " * 300)  # long and not plain: tokenized in runs of words
+    batch, serial = encoder.tokenize(texts), encoder.tokenize(texts, parallel=False)
+    np.testing.assert_array_equal(batch.ids, serial.ids)
+    np.testing.assert_array_equal(batch.lengths, serial.lengths)
 
 
 @pytest.fixture(scope="module")
