@@ -46,7 +46,7 @@ class DistillOptions:
     extend_vocab: int = 25000
     token_frequencies: str = "zipf"
     remove_tokens: str | None = DEFAULT_REMOVE_PATTERN
-    refine_corpus: str | None = None  # "wordnet", a text file, or None for no refinement
+    refine_corpus: str | None = corpus.WORDNET  # "wordnet", a text file, or None for no refinement
     refine_max_texts: int | None = None
     refine_epochs: int = refinement.RefineSettings.epochs
     refine_cache: Path | None = None

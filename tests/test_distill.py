@@ -45,7 +45,8 @@ def test_cli_int8_output_loads_in_our_encoder_and_model2vec(tiny_teacher_dir: Pa
     from model2vec import StaticModel
 
     out = tmp_path / "int8"
-    assert main(["--teacher", str(tiny_teacher_dir), "--output", str(out), "--pca-dims", "8", "--dtype", "int8"]) == 0
+    argv = ["--teacher", str(tiny_teacher_dir), "--output", str(out), "--pca-dims", "8", "--dtype", "int8"]
+    assert main([*argv, "--refine-corpus", "none"]) == 0
     ours = Encoder(load_model(out)).encode(["the cat sat on the mat", "quick brown fox"])
     theirs = StaticModel.from_pretrained(out).encode(["the cat sat on the mat", "quick brown fox"])
     np.testing.assert_allclose(ours, theirs, atol=1e-5)
@@ -91,7 +92,9 @@ def test_existing_output_needs_force(tiny_teacher_dir: Path, tmp_path: Path) -> 
     out = tmp_path / "exists"
     out.mkdir()
     _assert_one_line_error(_run_cli("--teacher", str(tiny_teacher_dir), "-o", str(out)), "pass --force")
-    result = _run_cli("--teacher", str(tiny_teacher_dir), "-o", str(out), "--pca-dims", "8", "--force")
+    result = _run_cli(
+        "--teacher", str(tiny_teacher_dir), "-o", str(out), "--pca-dims", "8", "--force", "--refine-corpus", "none"
+    )
     assert result.returncode == 0, result.stderr
     assert "8 dims" in result.stdout and "MB on disk" in result.stdout
     assert load_model(out).dimensions == 8

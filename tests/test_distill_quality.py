@@ -29,7 +29,10 @@ def teacher(tiny_teacher_dir: Path):
 @pytest.fixture(scope="module")
 def extended_dir(tiny_teacher_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("extended") / "model"
-    distill(DistillOptions(teacher=str(tiny_teacher_dir), output=out, pca_dims=16, extend_vocab=200, progress=False))
+    options = DistillOptions(
+        teacher=str(tiny_teacher_dir), output=out, pca_dims=16, extend_vocab=200, refine_corpus=None, progress=False
+    )
+    distill(options)
     return out
 
 
@@ -118,7 +121,17 @@ def test_pca_whitening_and_dropping_the_top_component() -> None:
 
 def test_wordfreq_sif_is_recorded(tiny_teacher_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "wf"
-    argv = ["--teacher", str(tiny_teacher_dir), "-o", str(out), "--pca-dims", "8", "--no-progress"]
+    argv = [
+        "--teacher",
+        str(tiny_teacher_dir),
+        "-o",
+        str(out),
+        "--pca-dims",
+        "8",
+        "--no-progress",
+        "--refine-corpus",
+        "none",
+    ]
     assert main([*argv, "--token-frequencies", "wordfreq", "--extend-vocab", "0", "--pooling", "mean"]) == 0
     meta = json.loads((out / "config.json").read_text())["static_embed"]
     assert meta["token_frequencies"].startswith("wordfreq en large")
