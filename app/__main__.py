@@ -1,24 +1,31 @@
 """``python -m app``: serve the model named by the EMBED_* environment variables.
 
-With ``EMBED_WORKERS`` > 1, uvicorn starts that many processes; each memory-maps the same
-table file, so the page cache holds one copy for all of them. Metrics are then kept in
-prometheus-client's multiprocess mode, in a fresh directory set up here before any
-worker imports prometheus-client, and removed on exit.
+The model is loaded and checked, and the app built, before anything listens, so a model
+that cannot be served stops the process with one line. With ``EMBED_WORKERS`` > 1 this
+process then forks that many workers, each running uvicorn on the socket bound here, and
+only supervises them (forwarding SIGTERM/SIGINT, replacing a worker that dies). Forking
+after loading shares, copy-on-write, everything loaded so far between the workers:
+the imported modules (FastAPI, pydantic, numpy, ...), the tokenizers and the app. The
+table itself is a memory map, shared through the page cache. uvicorn's own ``workers``
+option would start fresh interpreters that each import and load everything again
+(about 35 MB more per worker; docs/performance.md, "Memory"). Metrics are then kept in
+prometheus-client's multiprocess mode, in a fresh directory set up here before
+prometheus-client is imported, and removed on exit.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import contextlib
 import os
 import shutil
 import sys
 import tempfile
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from app.model_format import StaticModel
-    from app.settings import Settings
+    import uvicorn
 
 USAGE = """usage: python -m app
 
@@ -39,22 +46,26 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from app.lifecycle import exit_zero_on_sigterm
+    from app.lifecycle import exit_zero_on_sigterm, preflight
     from app.log_config import configure_logging
     from app.model_format import ModelFormatError
 
     log_config = configure_logging(settings.log_level)
     try:  # fail here with one line, not with a traceback from every worker
-        model = _checked_model(settings)
+        encoder = preflight(settings)
     except ModelFormatError as exc:
         print(f"error: cannot serve the model: {exc}", file=sys.stderr)
         return 1
 
-    owned_metrics_dir = _prepare_metrics_dir(settings.workers)
+    owned_metrics_dir = _prepare_metrics_dir(settings.workers)  # before app.main imports prometheus-client
     exit_zero_on_sigterm()
     try:
         import uvicorn
 
+        from app.main import create_app
+
+        app = create_app(settings, encoder)
+        del encoder
         options = {
             "host": settings.host,
             "port": settings.port,
@@ -62,45 +73,76 @@ def main(argv: list[str]) -> int:
             "access_log": settings.access_log,
             "log_config": log_config,
         }
-        if model is not None:  # one worker: serve in this process the model just checked
-            from app.main import create_app
-
-            uvicorn.run(create_app(settings, model), **options)
+        if settings.workers == 1:
+            uvicorn.run(app, **options)
         else:
-            uvicorn.run("app.main:create_app", factory=True, workers=settings.workers, **options)
+            _supervise_forked_workers(uvicorn.Config(app, **options), settings.workers)
     finally:
         if owned_metrics_dir is not None:
             shutil.rmtree(owned_metrics_dir, ignore_errors=True)
     return 0
 
 
-def _checked_model(settings: Settings) -> StaticModel | None:
-    """The checked model to serve with one worker; with several, None after a forked child checked it.
+def _supervise_forked_workers(config: uvicorn.Config, workers: int) -> None:
+    """Fork ``workers`` uvicorn servers sharing one listening socket; return once all have exited."""
+    import gc
+    import logging
+    import signal
+    import time
 
-    The supervisor of several workers never serves, so it must not hold a copy of the
-    model and encoder for its whole life (about 50 MB of private memory).
-    """
-    from app.lifecycle import preflight
-    from app.model_format import ModelFormatError
+    import uvicorn
 
-    if settings.workers == 1:
-        return preflight(settings)
-    with multiprocessing.get_context("fork").Pool(1) as pool:
-        problem = pool.apply(_preflight_problem, (settings,))
-    if problem is not None:
-        raise ModelFormatError(problem)
-    return None
+    from app.lifecycle import exit_zero_on_sigterm
 
+    logger = logging.getLogger("app")
+    config.load()  # the ASGI wrappers and protocol classes, shared by the workers too
+    sock = config.bind_socket()
+    children: set[int] = set()
+    stopping = False
 
-def _preflight_problem(settings: Settings) -> str | None:
-    from app.lifecycle import preflight
-    from app.model_format import ModelFormatError
+    def stop(signum: int, frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)  # each drains its requests, then exits
 
-    try:
-        preflight(settings)
-    except ModelFormatError as exc:
-        return str(exc)
-    return None
+    def start_worker() -> None:
+        gc.freeze()  # objects loaded so far stay untouched by the workers' garbage collection: shared pages
+        pid = os.fork()
+        if pid:
+            children.add(pid)
+            return
+        status = 1
+        try:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            exit_zero_on_sigterm()
+            uvicorn.Server(config).run(sockets=[sock])
+            status = 0
+        except SystemExit as exc:
+            status = exc.code if isinstance(exc.code, int) else 0
+        except BaseException:
+            logger.exception("worker %d failed", os.getpid())
+        finally:
+            os._exit(status)  # never return into the supervisor's code
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    for _ in range(workers):
+        start_worker()
+    while children:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        children.discard(pid)
+        if not stopping:
+            code = os.waitstatus_to_exitcode(status)
+            logger.error("worker %d exited unexpectedly (exit code %d); starting another", pid, code)
+            time.sleep(0.5)  # no tight loop if workers keep failing
+            if not stopping:
+                start_worker()
+    sock.close()
 
 
 def _prepare_metrics_dir(workers: int) -> Path | None:

@@ -34,9 +34,11 @@ How it is fast (see docs/performance.md for the measurements):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import itertools
 import json
+import mmap
 import os
 import stat
 import tempfile
@@ -368,7 +370,22 @@ def float32_table(model: StaticModel) -> tuple[np.ndarray, int | None]:
         table = _cached_float32_table(model)
     except OSError:
         table = _convert(model)
+    _release_stored_pages(model.embeddings)
     return table, model.vocab_size
+
+
+def _release_stored_pages(stored: np.ndarray) -> None:
+    """Drop the stored table's pages from this process once it has its float32 copy.
+
+    Sums never read the stored table again, but the checks and the conversion at startup
+    touched all of it: without this its pages would count in the process's RSS for its
+    whole life (28 MB for the default float16 table). They stay in the page cache, so a
+    later read of ``model.embeddings`` just maps them again.
+    """
+    mapping = stored.base if isinstance(stored, np.memmap) else None
+    if isinstance(mapping, mmap.mmap) and not stored.flags.writeable and hasattr(mmap, "MADV_DONTNEED"):
+        with contextlib.suppress(OSError, ValueError):
+            mapping.madvise(mmap.MADV_DONTNEED)
 
 
 def _convert(model: StaticModel) -> np.ndarray:
@@ -454,10 +471,8 @@ def _plain_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer | None:
     plain.no_padding()
     plain.no_truncation()
     plain.normalizer = normalizers.Lowercase() if normalizer.lowercase else normalizers.Sequence([])
-    samples = list(_PLAIN_SAMPLES)
-    full = tokenizer.encode_batch(samples, add_special_tokens=False)
-    cheap = plain.encode_batch(samples, add_special_tokens=False)
-    if [e.ids for e in full] != [e.ids for e in cheap]:
+    samples = list(_PLAIN_SAMPLES)  # text by text: building an encoder must not start the Rust thread pool
+    if _serial_ids(tokenizer, samples) != _serial_ids(plain, samples):
         return None
     return plain
 

@@ -28,18 +28,22 @@ from app.settings import Settings
 _SCAN_ROWS = 1 << 14  # rows checked per step: bounded memory whatever the table size
 
 
-def preflight(settings: Settings) -> StaticModel:
-    """Load and check the model as the server will use it; raise ModelFormatError with one line if unusable."""
+def preflight(settings: Settings) -> Encoder:
+    """Load and check the model as the server will use it; raise ModelFormatError with one line if unusable.
+
+    Returns the checked encoder, for the app to serve (not built a second time).
+    """
     try:
         model = load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
         _check_finite(model)
-        check_test_encode(Encoder(model))
+        encoder = Encoder(model)
+        check_test_encode(encoder)
     except ModelFormatError:
         raise
     except Exception as exc:  # anything else (I/O, memory) still gets one line
         first_line = (str(exc).splitlines() or [""])[0]
         raise ModelFormatError(f"{settings.model_dir}: {type(exc).__name__}: {first_line}") from exc
-    return model
+    return encoder
 
 
 def _check_finite(model: StaticModel) -> None:
@@ -57,7 +61,9 @@ def _check_finite(model: StaticModel) -> None:
 
 def check_test_encode(encoder: Encoder) -> None:
     """Encode one sentence: a finite vector of norm 1 (or 0 if no token is known), or the model is unusable."""
-    vector = encoder.encode(["The quick brown fox jumps over the lazy dog."])
+    # Tokenized on this thread: a supervisor that forks workers must not have started
+    # the tokenizer's thread pool (a forked child could not use it).
+    vector = encoder.embed(encoder.tokenize(["The quick brown fox jumps over the lazy dog."], parallel=False))
     norm = float(np.linalg.norm(vector))
     if vector.shape != (1, encoder.dimensions) or not (abs(norm - 1.0) < 1e-3 or norm == 0.0):
         raise ModelFormatError(f"{encoder.model.path}: a test encode gave shape {vector.shape} and norm {norm}")

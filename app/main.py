@@ -46,12 +46,13 @@ class ServiceApp(FastAPI):
             await super().__call__(scope, receive, send)
 
 
-def create_app(settings: Settings | None = None, model: StaticModel | None = None) -> ServiceApp:
-    """The app for ``settings``; ``model`` is an already checked model to serve instead of loading it again."""
+def create_app(settings: Settings | None = None, encoder: Encoder | None = None) -> ServiceApp:
+    """The app for ``settings``; ``encoder`` is an already checked one to serve instead of loading the model again."""
     settings = settings or Settings.from_env()
-    if model is None:
-        model = load_model(settings.model_dir, verify_checksum=settings.verify_checksum)
-    encoder = Encoder(model)
+    if encoder is None:
+        encoder = Encoder(load_model(settings.model_dir, verify_checksum=settings.verify_checksum))
+        check_test_encode(encoder)
+    model = encoder.model
     catalog = ModelCatalog(
         name=served_model_name(settings.model_name, model.metadata, settings.model_dir),
         aliases=settings.model_aliases,
@@ -106,7 +107,6 @@ def create_app(settings: Settings | None = None, model: StaticModel | None = Non
     app.add_middleware(HTTPMetricsMiddleware, metrics=metrics)
     app.add_middleware(RequestIDMiddleware)  # outermost: every response and log line carries the id
 
-    check_test_encode(encoder)
     state.ready = True
     logger.info(
         "serving %s from %s (%d tokens x %d dims)",

@@ -31,7 +31,7 @@ def role(pid: int, main_pid: int) -> str:
     if pid == main_pid:
         return "main"
     cmdline = Path(f"/proc/{pid}/cmdline").read_text(errors="replace").replace("\0", " ")
-    return "worker" if "multiprocessing" in cmdline and "resource_tracker" not in cmdline else "helper"
+    return "helper" if "resource_tracker" in cmdline else "worker"  # workers are forked: same command line
 
 
 def measure(model_dir: Path, workers: int, bodies: Path, load_seconds: float, log_dir: Path) -> dict[str, Any]:
