@@ -40,7 +40,7 @@ def corpus_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def plain_and_refined(tiny_teacher_dir: Path, corpus_file: Path, tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("refined")
     common = {"teacher": str(tiny_teacher_dir), "pca_dims": 16, "extend_vocab": 0, "progress": False}
-    distill(DistillOptions(output=root / "plain", **common))
+    distill(DistillOptions(output=root / "plain", refine_corpus=None, **common))
     summary = distill(
         DistillOptions(output=root / "refined", refine_corpus=str(corpus_file), refine_epochs=20, **common)
     )
