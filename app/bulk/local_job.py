@@ -1,10 +1,11 @@
-"""The bulk job on one machine: a reader thread, encoder threads, part files, a manifest.
+"""The bulk job on one machine: a reader thread, encoder threads, a writer thread, a manifest.
 
 One thread parses the input into chunks; ``threads`` encoder threads each take a whole
-chunk, embed it in batches of ``batch_size`` and write its part file. The tokenizer runs
-in Rust threads and numpy's gathers and sums release the GIL, so two encoder threads
-keep every core busy: while one tokenizes, the other pools. A bounded queue between
-reader and encoders keeps at most ``2 * threads + 1`` chunks in memory.
+chunk and embed it in batches of ``batch_size``; one thread writes the parts and records
+them. The tokenizer runs in Rust threads and numpy's gathers and sums release the GIL,
+so two encoder threads keep every core busy: while one tokenizes, the other pools; reading
+and writing fill what is left. Bounded queues between the stages keep at most
+``2 * threads + 3`` chunks in memory, ``threads + 2`` of them with their vectors.
 """
 
 from __future__ import annotations
@@ -159,6 +160,12 @@ def summarize(
 
 
 class _Pipeline:
+    """Reader thread -> ``threads`` encoder threads -> writer thread, joined by bounded queues.
+
+    The encoder threads only encode, so encoding never waits for a part to be written;
+    the writer thread alone writes parts, bad-row reports and the manifest.
+    """
+
     def __init__(
         self,
         options: BulkOptions,
@@ -174,17 +181,16 @@ class _Pipeline:
         self.writer = writer
         self.manifest = manifest
         self.progress = progress
-        self.chunks: queue.Queue[Any] = queue.Queue(maxsize=options.threads)
+        self.parsed: queue.Queue[Any] = queue.Queue(maxsize=options.threads)
+        self.encoded: queue.Queue[Any] = queue.Queue(maxsize=1)  # writing is quick: one waiting part is enough
         self.stop = threading.Event()
         self.failure: BaseException | None = None
         self.chunks_this_run = 0
-        self._record_lock = threading.Lock()
 
     def run(self, first_index: int, start: Any) -> None:
-        threads = [threading.Thread(target=self._guard, args=(self._read, first_index, start), daemon=True)]
-        threads += [
-            threading.Thread(target=self._guard, args=(self._encode,), daemon=True) for _ in range(self.options.threads)
-        ]
+        stages = [(self._read, first_index, start), (self._write,)]
+        stages += [(self._encode,)] * self.options.threads
+        threads = [threading.Thread(target=self._guard, args=stage, daemon=True) for stage in stages]
         for thread in threads:
             thread.start()
         try:
@@ -205,14 +211,23 @@ class _Pipeline:
                 self.failure = exc
             self.stop.set()
 
-    def _put(self, item: Any) -> bool:
+    def _put(self, into: queue.Queue[Any], item: Any) -> bool:
         while not self.stop.is_set():
             try:
-                self.chunks.put(item, timeout=0.1)
+                into.put(item, timeout=0.1)
                 return True
             except queue.Full:
                 continue
         return False
+
+    def _take(self, source: queue.Queue[Any]) -> Any:
+        """The next item, or _DONE once the run is stopped."""
+        while not self.stop.is_set():
+            try:
+                return source.get(timeout=0.1)
+            except queue.Empty:
+                continue
+        return _DONE
 
     def _read(self, first_index: int, start: Any) -> None:
         try:
@@ -221,35 +236,38 @@ class _Pipeline:
                     raise bad_row_error(self.options, chunk)
                 if chunk.index in self.manifest.finished:
                     continue  # finished by an earlier run that stopped while later chunks were in flight
-                if not self._put(chunk):
+                if not self._put(self.parsed, chunk):
                     return
         finally:
             for _ in range(self.options.threads):
-                self._put(_DONE)
+                self._put(self.parsed, _DONE)
 
     def _encode(self) -> None:
-        while not self.stop.is_set():
-            try:
-                chunk = self.chunks.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            if chunk is _DONE:
-                return
-            self._process(chunk)
-
-    def _process(self, chunk: Chunk) -> None:
         options = self.options
-        vectors = encode_chunk(self.encoder, chunk.texts, self.width, options.dtype, options.batch_size)
-        if self.stop.is_set():
-            return
-        self.writer.write_part(chunk.index, chunk.ids, vectors)
-        if chunk.bad_rows:
-            write_bad_rows(options.output, chunk)
-        finished = FinishedChunk(chunk.index, len(chunk.ids), len(chunk.bad_rows), chunk.start, chunk.end)
-        with self._record_lock:
-            self.manifest.record(finished)
+        try:
+            while (chunk := self._take(self.parsed)) is not _DONE:
+                vectors = encode_chunk(self.encoder, chunk.texts, self.width, options.dtype, options.batch_size)
+                if not self._put(self.encoded, (chunk, vectors)):
+                    return
+        finally:
+            self._put(self.encoded, _DONE)
+
+    def _write(self) -> None:
+        running = self.options.threads
+        while running:
+            item = self._take(self.encoded)
+            if item is _DONE:
+                running -= 1
+                continue
+            chunk, vectors = item
+            self.writer.write_part(chunk.index, chunk.ids, vectors)
+            if chunk.bad_rows:
+                write_bad_rows(self.options.output, chunk)
+            self.manifest.record(
+                FinishedChunk(chunk.index, len(chunk.ids), len(chunk.bad_rows), chunk.start, chunk.end)
+            )
             self.chunks_this_run += 1
-        self.progress.advance(chunk.end.offset - chunk.start.offset, len(chunk.ids))
+            self.progress.advance(chunk.end.offset - chunk.start.offset, len(chunk.ids))
 
 
 def _merge_bad_row_reports(output: Path, indexes: list[int]) -> list[Path]:
