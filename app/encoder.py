@@ -467,10 +467,9 @@ def _plain_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer | None:
     normalizer = tokenizer.normalizer
     if not isinstance(normalizer, normalizers.BertNormalizer):
         return None
-    plain = Tokenizer.from_str(tokenizer.to_str())
-    plain.no_padding()
-    plain.no_truncation()
-    plain.normalizer = normalizers.Lowercase() if normalizer.lowercase else normalizers.Sequence([])
+    cheap = normalizers.Lowercase() if normalizer.lowercase else normalizers.Sequence([])
+    plain = _tokenizer_sharing_model(tokenizer, cheap) or _tokenizer_copy(tokenizer)
+    plain.normalizer = cheap
     samples = list(_PLAIN_SAMPLES)  # text by text: building an encoder must not start the Rust thread pool
     if _serial_ids(tokenizer, samples) != _serial_ids(plain, samples):
         return None
@@ -480,11 +479,38 @@ def _plain_text_tokenizer(tokenizer: Tokenizer) -> Tokenizer | None:
 def _inference_tokenizer(tokenizer: Tokenizer) -> Tokenizer:
     """One that neither pads nor truncates: we pool every token we are given.
 
-    The model's own tokenizer is used as is when it already does neither; a copy
-    costs about 8 MB per worker.
+    The model's own tokenizer is used as is when it already does neither.
     """
     if tokenizer.padding is None and tokenizer.truncation is None:
         return tokenizer
+    return _tokenizer_sharing_model(tokenizer, tokenizer.normalizer) or _tokenizer_copy(tokenizer)
+
+
+def _tokenizer_sharing_model(tokenizer: Tokenizer, normalizer: normalizers.Normalizer | None) -> Tokenizer | None:
+    """A tokenizer over the same model object (the vocabulary shared, not copied), with
+    ``normalizer``, the same pre-tokenizer and added tokens, that neither pads nor
+    truncates; None if an added token would get another id.
+
+    A copy through ``to_str``/``from_str`` builds the vocabulary again: about 7 MB per
+    worker for the default model's 54,528 tokens (docs/performance.md, "Memory").
+    """
+    shared = Tokenizer(tokenizer.model)
+    if normalizer is not None:
+        shared.normalizer = normalizer
+    for part in ("pre_tokenizer", "post_processor", "decoder"):
+        value = getattr(tokenizer, part)
+        if value is not None:
+            setattr(shared, part, value)
+    added = sorted(tokenizer.get_added_tokens_decoder().items())
+    for _, token in added:  # in id order: a token missing from the vocabulary gets the next id, as it did
+        (shared.add_special_tokens if token.special else shared.add_tokens)([token])
+    if any(shared.token_to_id(token.content) != token_id for token_id, token in added):
+        return None
+    return shared
+
+
+def _tokenizer_copy(tokenizer: Tokenizer) -> Tokenizer:
+    """A full, independent copy (its own vocabulary) that neither pads nor truncates."""
     copy = Tokenizer.from_str(tokenizer.to_str())
     copy.no_padding()
     copy.no_truncation()
