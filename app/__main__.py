@@ -46,7 +46,7 @@ def main(argv: list[str]) -> int:
     except SettingsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from app.lifecycle import exit_zero_on_sigterm, preflight
+    from app.lifecycle import exit_zero_on_sigterm, preflight, release_startup_memory
     from app.log_config import configure_logging
     from app.model_format import ModelFormatError
 
@@ -66,12 +66,14 @@ def main(argv: list[str]) -> int:
 
         app = create_app(settings, encoder)
         del encoder
+        release_startup_memory()  # before forking: every worker starts from the trimmed heap
         options = {
             "host": settings.host,
             "port": settings.port,
             "log_level": settings.log_level,
             "access_log": settings.access_log,
             "log_config": log_config,
+            "ws": "none",  # no WebSocket routes: the websockets package is not imported (~1 MB per worker)
         }
         if settings.workers == 1:
             uvicorn.run(app, **options)

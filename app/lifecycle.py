@@ -15,6 +15,9 @@ exit status 0.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import signal
 import sys
 from types import FrameType
@@ -67,6 +70,19 @@ def check_test_encode(encoder: Encoder) -> None:
     norm = float(np.linalg.norm(vector))
     if vector.shape != (1, encoder.dimensions) or not (abs(norm - 1.0) < 1e-3 or norm == 0.0):
         raise ModelFormatError(f"{encoder.model.path}: a test encode gave shape {vector.shape} and norm {norm}")
+
+
+def release_startup_memory() -> None:
+    """Give back to the system the heap that loading freed but glibc keeps (before serving or forking).
+
+    Loading the tokenizer, checking and converting the table free ~15 MB of heap, and
+    after the large blocks of the startup glibc no longer trims on its own; without this
+    those pages count in every worker's RSS for its whole life (docs/performance.md,
+    "Memory"). A no-op on a C library without ``malloc_trim``.
+    """
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _exit_zero(signum: int, frame: FrameType | None) -> None:
