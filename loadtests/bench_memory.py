@@ -27,6 +27,31 @@ from loadtests import bench_http, corpora, load_generators, servers
 from loadtests.report import machine_facts, write_json
 
 
+def breakdown(pid: int) -> dict[str, float]:
+    """RSS in MB by what holds it, from /proc/PID/smaps: the model's table (the float32
+    copy or the stored file), other files (the interpreter, shared libraries), the
+    ``[heap]`` (glibc's main arena: the tokenizer, large Python objects) and other
+    anonymous memory (Python's object arenas, thread arenas and stacks, numpy buffers).
+    """
+    totals = dict.fromkeys(("table", "libraries", "heap", "anonymous"), 0)
+    kind = "anonymous"
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        fields = line.split()
+        if not fields[0].endswith(":"):  # a mapping's header: address range, perms, offset, device, inode, path
+            path = fields[5] if len(fields) > 5 else ""
+            if path.endswith((".f32", ".safetensors")):
+                kind = "table"
+            elif path == "[heap]":
+                kind = "heap"
+            elif path.startswith("/"):
+                kind = "libraries"
+            else:
+                kind = "anonymous"
+        elif fields[0] == "Rss:":
+            totals[kind] += int(fields[1])
+    return {key: round(kb / 1024, 1) for key, kb in totals.items()}
+
+
 def role(pid: int, main_pid: int) -> str:
     if pid == main_pid:
         return "main"
@@ -50,6 +75,7 @@ def measure(model_dir: Path, workers: int, bodies: Path, load_seconds: float, lo
                     "role": role(pid, main_pid),
                     "at_ready": at_ready.get(pid),
                     "after_load": servers.memory(pid),
+                    "after_load_rss_by_kind": breakdown(pid),
                 }
             )
     finally:
@@ -88,7 +114,10 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(fresh, ignore_errors=True)
 
     print(f"\nmemory and start-up of our service ({facts['cpus']} CPUs, load average {facts['load_average']})")
-    header = f"{'workers':>7} {'process':8} {'RSS MB':>8} {'PSS MB':>8} {'private MB':>11} {'at /ready RSS':>14}"
+    header = (
+        f"{'workers':>7} {'process':8} {'RSS MB':>8} {'PSS MB':>8} {'private MB':>11} {'at /ready RSS':>14}"
+        f" | RSS MB by kind: {'table':>6} {'libs':>6} {'heap':>6} {'anon':>6}"
+    )
     print(header)
     print("-" * len(header))
     last = {workers: [s for s in starts if s["workers"] == workers][-1] for workers in (1, 2)}
@@ -97,15 +126,20 @@ def main(argv: list[str] | None = None) -> int:
             after = p["after_load"]
             private = after.get("private_dirty_mb", 0) + after.get("private_clean_mb", 0)
             ready_rss = (p["at_ready"] or {}).get("rss_mb", 0)
+            kinds = p["after_load_rss_by_kind"]
             print(
                 f"{workers:>7} {p['role']:8} {after['rss_mb']:8.1f} {after['pss_mb']:8.1f} {private:11.1f} "
-                f"{ready_rss:14.1f}"
+                f"{ready_rss:14.1f} | {'':16} {kinds['table']:6.1f} {kinds['libraries']:6.1f} "
+                f"{kinds['heap']:6.1f} {kinds['anonymous']:6.1f}"
             )
         print(f"{workers:>7} {'total':8} {'':>8} {start['total_pss_mb']:8.1f}")
     ready = {w: [s["ready_after_s"] for s in starts if s["workers"] == w and not s["cold"]] for w in (1, 2)}
     cold = [s["ready_after_s"] for s in starts if s["cold"]]
     summary = {
         "worker_rss_mb_1w": max(p["after_load"]["rss_mb"] for p in last[1]["processes"] if p["role"] == "main"),
+        "worker_rss_mb_1w_max_of_starts": max(
+            p["after_load"]["rss_mb"] for s in starts if s["workers"] == 1 for p in s["processes"]
+        ),
         "second_worker_adds_pss_mb": round(last[2]["total_pss_mb"] - last[1]["total_pss_mb"], 1),
         "ready_s_median_1w": statistics.median(ready[1]) if ready[1] else None,
         "ready_s_median_2w": statistics.median(ready[2]) if ready[2] else None,
