@@ -23,6 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from app.encoder import TokenBatch
+from distill_job.errors import DistillError
 
 _CHUNK = 8192
 
@@ -72,13 +73,13 @@ def _refine(
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(settings.seed)
     keep = np.flatnonzero(tokens.lengths > 0)  # texts with no known token teach nothing
+    if len(keep) < 2:
+        raise DistillError("the refinement corpus needs at least 2 texts with tokens the model knows")
     offsets = np.concatenate([[0], np.cumsum(tokens.lengths)]).astype(np.int64)
     goal = torch.from_numpy(_reduce_targets(targets[keep], table.shape[1]))
-    order = keep[torch.randperm(len(keep), generator=generator).numpy()]
-    n_validation = max(1, int(len(order) * settings.validation_fraction)) if len(order) > 1 else 0
-    position = {int(text): row for row, text in enumerate(keep)}
-    validation = np.array([position[int(i)] for i in order[:n_validation]], dtype=np.int64)
-    training = np.array([position[int(i)] for i in order[n_validation:]], dtype=np.int64)
+    shuffled_rows = torch.randperm(len(keep), generator=generator).numpy()  # rows of goal / texts
+    n_validation = max(1, int(len(keep) * settings.validation_fraction))
+    validation, training = shuffled_rows[:n_validation], shuffled_rows[n_validation:]
     texts = [(int(offsets[i]), int(offsets[i + 1])) for i in keep]
     ids = torch.from_numpy(tokens.ids.astype(np.int64))
 
@@ -103,8 +104,8 @@ def _refine(
     scale = float(np.sqrt(np.mean(np.square(table, dtype=np.float64))))
     row_optimizer = torch.optim.SparseAdam(list(rows.parameters()), lr=settings.learning_rate * scale)
     map_optimizer = torch.optim.Adam(mapping.parameters(), lr=settings.learning_rate * 0.1)
-    history = [validation_cosine()] if n_validation else []
-    best = (history[0] if history else -1.0, 0, rows.weight.detach().clone(), mapping.weight.detach().clone())
+    history = [validation_cosine()]
+    best = (history[0], 0, rows.weight.detach().clone(), mapping.weight.detach().clone())
     epochs_run = 0
     for epoch in range(1, settings.epochs + 1):
         shuffled = training[torch.randperm(len(training), generator=generator).numpy()]
@@ -119,9 +120,6 @@ def _refine(
             row_optimizer.step()
             map_optimizer.step()
         epochs_run = epoch
-        if not n_validation:
-            best = (0.0, epoch, rows.weight.detach().clone(), mapping.weight.detach().clone())
-            continue
         history.append(validation_cosine())
         if history[-1] > best[0]:
             best = (history[-1], epoch, rows.weight.detach().clone(), mapping.weight.detach().clone())

@@ -169,3 +169,14 @@ def test_bad_refinement_options_are_one_line_errors(
     err = capsys.readouterr().err
     assert err.startswith(f"error: {fragment}") and err.count("\n") == 1
     assert not (tmp_path / "o").exists()
+
+
+def test_corpus_without_known_tokens_is_a_clear_error(
+    tiny_teacher_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unknown = tmp_path / "unknown.txt"
+    unknown.write_text("€€€ ¥¥¥\n@@@ ###\n", encoding="utf-8")
+    argv = ["--teacher", str(tiny_teacher_dir), "-o", str(tmp_path / "o"), "--pca-dims", "8", "--no-progress"]
+    assert main([*argv, "--extend-vocab", "0", "--refine-corpus", str(unknown)]) == 1
+    assert "needs at least 2 texts with tokens the model knows" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
