@@ -19,6 +19,8 @@ from app.bulk.options import (
 )
 
 DEFAULT_MODEL_DIR = "models/default"
+# Beyond a few encoder threads the GIL-held part of encoding (Python glue) is the limit.
+MAX_DEFAULT_THREADS = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--chunk-size", type=int, default=20_000, help="rows per output part, the unit of resume (default: 20000)"
     )
-    parser.add_argument("--threads", type=int, default=2, help="encoder threads (default: 2)")
+    parser.add_argument(
+        "--threads", type=int, help=f"encoder threads (default: one per core, at most {MAX_DEFAULT_THREADS})"
+    )
     parser.add_argument(
         "--skip-bad-rows",
         action="store_true",
@@ -71,6 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def options_from_args(args: argparse.Namespace) -> BulkOptions:
+    if args.threads is None:
+        from app.bulk.local_job import available_cores
+
+        args.threads = min(available_cores(), MAX_DEFAULT_THREADS)
     for name in ("batch_size", "chunk_size", "threads"):
         if getattr(args, name) < 1:
             raise BulkError(f"--{name.replace('_', '-')} must be at least 1")

@@ -10,9 +10,12 @@ and writing fill what is left. Bounded queues between the stages keep at most
 
 from __future__ import annotations
 
+import contextlib
+import os
 import queue
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,13 +98,41 @@ def run_local(options: BulkOptions, writer: PartWriter | None = None) -> BulkSum
     progress = ProgressLine(input_extent(options), done_before, enabled=options.progress)
     pipeline = _Pipeline(options, encoder, width, writer, manifest, progress)
     try:
-        pipeline.run(first_index, start)
+        with _tokenizer_parallelism(options.threads):
+            pipeline.run(first_index, start)
     except BaseException:
         progress.close(completed=False)  # end the progress line before the error message
         raise
     progress.close()
 
     return finish_output(options, manifest, writer, width, pipeline.chunks_this_run, started)
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _tokenizer_parallelism(threads: int) -> Iterator[None]:
+    """With an encoder thread per core, each thread tokenizes on its own core.
+
+    The tokenizer's thread pool splits every batch over all cores; that pays off when one
+    thread encodes, but with a thread per core the pool's hand-offs only cost time: on
+    two cores, serial tokenization in two threads measured 0.92-0.95x of the in-process
+    encoder against 0.83-0.88x through the pool. ``TOKENIZERS_PARALLELISM`` is read at
+    every call, so it is set for the run only (and a value the user set is left alone).
+    """
+    if threads < available_cores() or "TOKENIZERS_PARALLELISM" in os.environ:
+        yield
+        return
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    try:
+        yield
+    finally:
+        os.environ.pop("TOKENIZERS_PARALLELISM", None)
 
 
 def finish_output(
