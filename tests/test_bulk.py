@@ -6,6 +6,7 @@ import csv
 import io
 import itertools
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from app.bulk.cli import main
-from app.bulk.local_job import run_local
+from app.bulk.local_job import available_cores, run_local
 from app.bulk.manifest import MANIFEST_FILE
 from app.bulk.options import BulkOptions
 from app.bulk.planning import plan_chunks, read_planned_chunk
@@ -370,3 +371,21 @@ def test_planned_chunks_hold_every_row_once_with_its_line(tmp_path: Path, input_
     bad = [row for chunk in chunks for row in chunk.bad_rows]
     assert bad == [row for chunk in expected for row in chunk.bad_rows]
     assert [row.where for row in bad] == (["line 6"] if input_format == "jsonl" else [])
+
+
+def test_thread_per_core_tokenizes_serially_for_the_run_only(tmp_path: Path, tiny_model_dir, monkeypatch, sentences):
+    """With an encoder thread per core the tokenizer's pool is off during the run, and back after it."""
+    monkeypatch.delenv("TOKENIZERS_PARALLELISM", raising=False)
+    seen: list[str | None] = []
+    original = Encoder.encode
+
+    def encode(self, texts, dimensions=None):
+        seen.append(os.environ.get("TOKENIZERS_PARALLELISM"))
+        return original(self, texts, dimensions)
+
+    monkeypatch.setattr(Encoder, "encode", encode)
+    source = _write_jsonl(tmp_path / "in.jsonl", list(range(300)), sentences[:300])
+    options = BulkOptions(source, tmp_path / "out", tiny_model_dir, "jsonl", threads=available_cores(), progress=False)
+    assert run_local(options).rows == 300
+    assert seen and set(seen) == {"false"}
+    assert "TOKENIZERS_PARALLELISM" not in os.environ
