@@ -35,6 +35,7 @@ How it is fast (see docs/performance.md for the measurements):
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import json
@@ -52,6 +53,7 @@ import numpy as np
 from tokenizers import Tokenizer, normalizers
 
 from app.model_format import TABLE_FILE, StaticModel
+from app.word_cache_tokenizer import WordCacheTokenizer
 
 # Rows gathered per numpy call: 2048 rows x 256 dims x 4 bytes = 2 MiB, about the L2 cache.
 _BLOCK_BYTES = 2 << 20
@@ -105,6 +107,8 @@ class Encoder:
         self.tokenizer = _inference_tokenizer(model.tokenizer)
         self.unk_id = _unknown_token_id(model.tokenizer)
         self._plain_tokenizer = _plain_text_tokenizer(self.tokenizer)
+        # Plain texts word by word from a cache when the tokenizer is BERT's: ~5x the Rust call.
+        self._word_cache = WordCacheTokenizer.for_tokenizer(self.tokenizer) if self._plain_tokenizer else None
         # What rows are summed from: float32, scales applied, maybe with a zero row appended for padding.
         self._sum_table, self._zero_row = float32_table(model)
 
@@ -129,9 +133,11 @@ class Encoder:
         plain = self._plain_tokenizer
         if plain is None:
             return TokenBatch.from_id_lists(ids(self.tokenizer, batch))
+        word_cache = self._word_cache
+        ids_of_plain = word_cache.id_lists if word_cache is not None else functools.partial(ids, plain)
         is_plain = [_is_plain(text) for text in batch]
         if all(is_plain):
-            return TokenBatch.from_id_lists(ids(plain, batch))
+            return TokenBatch.from_id_lists(ids_of_plain(batch))
         # Mixed batch: plain texts through the cheap normalizer, the rest through the full one.
         # Long texts that are not plain are cut at spaces into runs of plain and other words:
         # BERT's pre-tokenizer splits at spaces anyway, so the ids are the same.
@@ -150,7 +156,7 @@ class Encoder:
                 layout.append((run_is_plain, len(pieces)))
                 pieces.append(" ".join(words))
             layouts.append(layout)
-        plain_ids = ids(plain, plain_pieces)
+        plain_ids = ids_of_plain(plain_pieces)
         other_ids = ids(self.tokenizer, other_pieces)
         id_lists = [
             (plain_ids if layout[0][0] else other_ids)[layout[0][1]]

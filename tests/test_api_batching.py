@@ -276,8 +276,8 @@ def test_full_queue_answers_429_with_retry_after(busy_server: ServerProcess, enc
     before = scrape(busy_server.url)
     sentences = sts_sentences(40)
     bodies: list[dict[str, object]] = [{"input": [text], "model": "m"} for text in sentences[:30]]
-    # Truncated to 8 tokens each, but tokenized in full: about 0.7 M tokens, a second or more of encoding.
-    lead = {"input": long_texts(2048, 300), "model": "m"}
+    # Truncated to 8 tokens each, but tokenized in full: about 2.4 M tokens (10 MB of JSON), 0.4 s or more.
+    lead = {"input": long_texts(2048, 1000), "model": "m"}
     responses = asyncio.run(post_all(busy_server.url, bodies, lead, head_start=0.2))
 
     refused = [r for r in responses if r.status_code == 429]
