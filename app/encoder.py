@@ -30,6 +30,8 @@ How it is fast (see docs/performance.md for the measurements):
   ``(k, L, dims)`` array, whose inner loop runs along the contiguous ``dims``.
 * Large batches are split across two threads: numpy releases the GIL while it gathers
   and sums.
+* With a BERT-like tokenizer, printable ASCII texts are tokenized word by word from a
+  cache (``app/word_cache_tokenizer.py``): the same ids at 2-5x the Rust call's speed.
 """
 
 from __future__ import annotations
