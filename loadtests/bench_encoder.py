@@ -31,7 +31,7 @@ from tokenizers import Tokenizer
 from app.encoder import Encoder
 from app.model_format import TOKENIZER_FILE, load_model
 from loadtests import corpora
-from loadtests.report import machine_facts, print_targets, write_json
+from loadtests.report import machine_facts, print_targets, save_results
 
 SYSTEMS = ("ours", "model2vec", "tokenize")
 CALL_SIZES: tuple[int | None, ...] = (1, 16, 128, None)  # None: the whole corpus in one call
@@ -227,11 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     found = targets(cells)
     print()
     print_targets(found)
-    write_json(
+    save_results(
         args.output,
+        "encoder",
+        argv,
         {
-            "benchmark": "encoder",
-            "command": "python -m loadtests.bench_encoder " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": facts,
             "settings": {"seconds": args.seconds, "rounds": args.rounds, "limit": args.limit},
             "corpora": corpus_facts,
@@ -239,7 +239,6 @@ def main(argv: list[str] | None = None) -> int:
             "targets": found,
         },
     )
-    print(f"\nwrote {args.output}")
     return 0
 
 

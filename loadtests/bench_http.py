@@ -31,7 +31,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from loadtests import corpora, load_generators, servers
-from loadtests.report import machine_facts, print_targets, write_json
+from loadtests.report import machine_facts, print_targets, save_results
 
 CONCURRENCY = (1, 8, 64, 256)
 INPUTS = (1, 16, 128)
@@ -337,11 +337,11 @@ def main(argv: list[str] | None = None) -> int:
     print_targets(found)
     for note in notes:
         print(f"note: {note}")
-    write_json(
+    save_results(
         args.output,
+        "http",
+        argv,
         {
-            "benchmark": "http",
-            "command": "python -m loadtests.bench_http " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": facts,
             "settings": {"plan": args.plan, "seconds": args.seconds, "repeats": args.repeats},
             "runs": runs,
@@ -349,7 +349,6 @@ def main(argv: list[str] | None = None) -> int:
             "notes": notes,
         },
     )
-    print(f"\nwrote {args.output}")
     return 0
 
 

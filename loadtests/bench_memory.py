@@ -24,7 +24,7 @@ from typing import Any
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from loadtests import bench_http, corpora, load_generators, servers
-from loadtests.report import machine_facts, write_json
+from loadtests.report import machine_facts, save_results
 
 
 def breakdown(pid: int) -> dict[str, float]:
@@ -148,17 +148,16 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for key, value in summary.items():
         print(f"{key}: {value}")
-    write_json(
+    save_results(
         args.output,
+        "memory",
+        argv,
         {
-            "benchmark": "memory",
-            "command": "python -m loadtests.bench_memory " + " ".join(argv if argv is not None else sys.argv[1:]),
             "machine": facts,
             "starts": starts,
             "summary": summary,
         },
     )
-    print(f"\nwrote {args.output}")
     return 0
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import subprocess
+import sys
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
@@ -48,6 +49,14 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     data.setdefault("machine", machine_facts())
     data["machine"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+
+
+def save_results(path: Path, benchmark: str, argv: list[str] | None, fields: dict[str, Any]) -> None:
+    """Write a benchmark's JSON with the command line that reproduces it, and say where."""
+    arguments = argv if argv is not None else sys.argv[1:]
+    command = f"python -m loadtests.bench_{benchmark} " + " ".join(arguments)
+    write_json(path, {"benchmark": benchmark, "command": command, **fields})
+    print(f"\nwrote {path}")
 
 
 def print_targets(found: list[dict[str, Any]]) -> None:
