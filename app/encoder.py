@@ -98,6 +98,15 @@ class TokenBatch:
         keep = position < np.repeat(new_lengths, self.lengths)
         return TokenBatch(self.ids[keep], new_lengths)
 
+    def without(self, token_id: int) -> TokenBatch:
+        """The same texts with every ``token_id`` dropped (the unknown token pools as nothing)."""
+        known = self.ids != token_id
+        if known.all():
+            return self
+        owner = np.repeat(np.arange(len(self.lengths)), self.lengths)
+        lengths = self.lengths - np.bincount(owner[~known], minlength=len(self.lengths))
+        return TokenBatch(self.ids[known], lengths)
+
 
 class Encoder:
     """Encodes texts or token ids with a loaded static model."""
@@ -188,11 +197,8 @@ class Encoder:
                 bad = low if low < 0 else high
                 raise IndexError(f"token id {bad} is out of range for a vocabulary of {self.vocab_size}")
             if self.unk_id is not None and low <= self.unk_id <= high:
-                known = ids != self.unk_id
-                if not known.all():
-                    owner = np.repeat(np.arange(len(lengths)), lengths)
-                    lengths = lengths - np.bincount(owner[~known], minlength=len(lengths))
-                    ids = ids[known]
+                known = batch.without(self.unk_id)
+                ids, lengths = known.ids, known.lengths
         table = self._sum_table if width == self.dimensions else self._sum_table[:, :width]
         out = _sum_rows(table, ids, lengths, self._zero_row)
         norms = np.sqrt(np.add.reduce(np.square(out), axis=1))[:, None]

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from app.encoder import Encoder, TokenBatch
+from app.encoder import Encoder
 from app.model_format import METADATA_KEY, TABLE_FILE, StaticModel, write_model
 from distill_job import corpus, reduction, refinement, sentence_targets, storage, token_frequencies, token_pass
 from distill_job.errors import DistillError
@@ -158,18 +158,10 @@ def _refine(
     )
     served = Encoder(StaticModel(path=Path("."), embeddings=table, row_scales=None, tokenizer=vocabulary.tokenizer))
     settings = refinement.RefineSettings(epochs=options.refine_epochs)
-    tokens = _without_unknown(served.tokenize(texts), served.unk_id)
+    tokens = served.tokenize(texts)
+    if served.unk_id is not None:
+        tokens = tokens.without(served.unk_id)  # as the service drops it when it pools
     return refinement.refine_table(table, tokens, targets, settings, options.progress)
-
-
-def _without_unknown(tokens: TokenBatch, unk_id: int | None) -> TokenBatch:
-    """Drop the unknown token's ids, as the service does when it pools."""
-    if unk_id is None:
-        return tokens
-    known = tokens.ids != unk_id
-    owner = np.repeat(np.arange(len(tokens.lengths)), tokens.lengths)
-    lengths = np.bincount(owner[known], minlength=len(tokens.lengths)).astype(np.int64)
-    return TokenBatch(tokens.ids[known], lengths)
 
 
 def _config(teacher: Teacher, options: DistillOptions, vocab_size: int, report: refinement.RefineReport | None) -> dict:
